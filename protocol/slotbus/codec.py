@@ -69,8 +69,12 @@ def decode_request(frame: Frame) -> Request:
     return Request(frame.address, frame.sequence, spec, spec.request.decode(frame.payload))
 
 
-def decode_response(frame: Frame) -> Response:
-    """Decode a response; raise the BoardError subclass of its status when it is not OK."""
+def decode_response(frame: Frame, *, allow_trailing: bool = False) -> Response:
+    """Decode a response; raise the BoardError subclass of its status when it is not OK.
+
+    Set `allow_trailing` for a board whose protocol_version is above 1: later versions may
+    append fields that this codec does not know.
+    """
     if not frame.is_response:
         raise PayloadError(f"frame 0x{frame.command:02X} is a request, not a response")
     spec = command_spec(frame.command_id)
@@ -81,4 +85,5 @@ def decode_response(frame: Frame) -> Response:
         raise board_error_for(status, spec.command if spec else frame.command_id, frame.address)
     if spec is None:
         raise UnknownCommandError(frame.command_id)
-    return Response(frame.address, frame.sequence, spec, spec.response.decode(frame.payload[1:]))
+    body = spec.response.decode(frame.payload[1:], allow_trailing=allow_trailing)
+    return Response(frame.address, frame.sequence, spec, body)

@@ -53,9 +53,7 @@ COMMANDS: dict[Command, CommandSpec] = {
         ),
         CommandSpec(Command.SELF_TEST, SlotRef, SelfTestResult, 1.0, True, "slot self-test"),
         CommandSpec(Command.RESET, ResetRequest, Empty, 0.05, False, "reset the board"),
-        CommandSpec(
-            Command.QUERY_UNLOCK, TokenRef, UnlockStatus, 0.05, True, "outcome of a token"
-        ),
+        CommandSpec(Command.QUERY_UNLOCK, TokenRef, UnlockStatus, 0.05, True, "outcome of a token"),
         CommandSpec(
             Command.READ_EVENTS, EventsRequest, EventBatch, 0.05, True, "read latched events"
         ),

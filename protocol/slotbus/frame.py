@@ -1,13 +1,13 @@
 """Frame envelope: build frames and recover them from a byte stream.
 
-    offset  size  field
-    0       1     START (0xA5)
-    1       1     board address (1..247)
-    2       1     sequence number (0..255, echoed by the board)
-    3       1     command id; RESPONSE_FLAG set in responses
-    4       1     payload length N (0..240)
-    5       N     payload
-    5+N     2     CRC-16/MODBUS over bytes 1..4+N, low byte first
+offset  size  field
+0       1     START (0xA5)
+1       1     board address (1..247)
+2       1     sequence number (0..255, echoed by the board)
+3       1     command id; RESPONSE_FLAG set in responses
+4       1     payload length N (0..240)
+5       N     payload
+5+N     2     CRC-16/MODBUS over bytes 1..4+N, low byte first
 """
 
 from __future__ import annotations

@@ -79,9 +79,10 @@ class Message:
         return head + bytes((len(items),)) + b"".join(item.encode() for item in items)
 
     @classmethod
-    def decode(cls, payload: bytes) -> Self:
+    def decode(cls, payload: bytes, *, allow_trailing: bool = False) -> Self:
+        """Decode a payload; trailing bytes are an error unless `allow_trailing` is set."""
         message, used = cls._decode_from(payload, 0)
-        if used != len(payload):
+        if used != len(payload) and not allow_trailing:
             raise PayloadError(
                 f"{cls.__name__}: {len(payload) - used} unexpected bytes after the payload"
             )
