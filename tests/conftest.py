@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# No per-example deadline: a loaded two-core CI machine must not turn slowness into failures.
+settings.register_profile("default", deadline=None)
+settings.register_profile(
+    "long",
+    deadline=None,
+    max_examples=10_000,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("default")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -16,6 +27,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--long"):
+        settings.load_profile("long")
         return
     skip_slow = pytest.mark.skip(reason="long variant: run with --long")
     for item in items:
