@@ -1,0 +1,219 @@
+"""Turns command-topic payloads into exactly one final result each.
+
+Valid commands run through the gateway handler in their own task; invalid ones get a
+rejection result (and a security event when authentication failed) without reaching it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from cloud_link.clock import Clock
+from cloud_link.command_store import BeginState, CommandStore, ReplyTo, unlock_token_for
+from cloud_link.commands import AcceptedCommand, CommandOutcome, RebirthCommand
+from cloud_link.intake import CommandIntake, CommandRejection, ReceivedPayload
+from cloud_link.messages import (
+    CommandRejectReason,
+    CommandResult,
+    CommandStatus,
+    SecurityEvent,
+)
+
+logger = logging.getLogger(__name__)
+
+CommandHandler = Callable[[AcceptedCommand], Awaitable[CommandOutcome]]
+# `finish` stores a final result and queues it in one transaction; `publish_result` only
+# queues a result (rejections of unauthenticated payloads, stored results sent again).
+ResultSink = Callable[[CommandResult, ReplyTo | None], None]
+
+QUEUE_LIMIT = 64
+REJECTIONS_PER_MINUTE = 30
+
+
+@dataclass
+class DispatcherCounters:
+    received: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    handler_errors: int = 0
+    queue_overflows: int = 0
+    rejections_suppressed: int = 0
+
+
+class RejectionLimiter:
+    """Token bucket that bounds rejection results and security events under a flood."""
+
+    def __init__(self, clock: Clock, per_minute: int = REJECTIONS_PER_MINUTE) -> None:
+        self._clock = clock
+        self._capacity = float(per_minute)
+        self._tokens = float(per_minute)
+        self._rate = per_minute / 60.0
+        self._last = clock.monotonic()
+
+    def allow(self) -> bool:
+        now = self._clock.monotonic()
+        self._tokens = min(self._capacity, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+
+class CommandDispatcher:
+    def __init__(
+        self,
+        *,
+        intake: CommandIntake,
+        store: CommandStore,
+        handler: CommandHandler,
+        finish: ResultSink,
+        publish_result: ResultSink,
+        publish_security: Callable[[SecurityEvent], None],
+        rebirth: Callable[[], None],
+        clock: Clock,
+    ) -> None:
+        self._intake = intake
+        self._store = store
+        self._handler = handler
+        self._finish = finish
+        self._publish_result = publish_result
+        self._publish_security = publish_security
+        self._rebirth = rebirth
+        self._clock = clock
+        self._limiter = RejectionLimiter(clock)
+        self._queue: asyncio.Queue[ReceivedPayload] = asyncio.Queue(QUEUE_LIMIT)
+        self.counters = DispatcherCounters()
+
+    def submit(self, received: ReceivedPayload) -> None:
+        """Queue a payload from the command topic; never blocks the MQTT receive loop."""
+        self.counters.received += 1
+        try:
+            self._queue.put_nowait(received)
+        except asyncio.QueueFull:
+            self.counters.queue_overflows += 1
+            logger.warning("command queue full; dropped a %d-byte payload", len(received.payload))
+
+    async def run(self) -> None:
+        """Process payloads until cancelled; handler tasks are cancelled with it."""
+        async with asyncio.TaskGroup() as tasks:
+            while True:
+                received = await self._queue.get()
+                try:
+                    self._dispatch(received, tasks)
+                except Exception:
+                    logger.exception("failed to dispatch a command payload")
+
+    def _dispatch(self, received: ReceivedPayload, tasks: asyncio.TaskGroup) -> None:
+        reply = ReplyTo(received.response_topic, received.correlation_data)
+        verdict = self._intake.check(received)
+        if isinstance(verdict, CommandRejection):
+            self._reject(verdict, reply)
+            return
+
+        body = verdict.body
+        begin = self._store.begin(body.command_id, body, verdict.key_id, reply)
+        if begin.state is not BeginState.NEW:
+            self._duplicate(body.command_id, begin.state, begin.result, reply)
+            return
+
+        self.counters.accepted += 1
+        logger.info(
+            "command %s (%s) accepted, key %s", body.command_id, body.command.type, verdict.key_id
+        )
+        if isinstance(body.command, RebirthCommand):
+            self._rebirth()
+            self._finish(
+                CommandResult(
+                    command_id=body.command_id, command="rebirth", status=CommandStatus.SUCCEEDED
+                ),
+                reply,
+            )
+            return
+        accepted = AcceptedCommand(
+            command_id=body.command_id,
+            command=body.command,
+            key_id=verdict.key_id,
+            received_monotonic=received.received_monotonic,
+            deadline_monotonic=verdict.deadline_monotonic,
+            unlock_token=unlock_token_for(body.command_id),
+        )
+        tasks.create_task(self._execute(accepted, reply), name=f"command-{body.command_id}")
+
+    async def _execute(self, accepted: AcceptedCommand, reply: ReplyTo) -> None:
+        command_id = accepted.command_id
+        try:
+            outcome = await self._handler(accepted)
+            result = outcome.to_result(command_id, accepted.command.type)
+        except Exception as exc:
+            # A failing handler still answers the command, so it is never left open.
+            self.counters.handler_errors += 1
+            logger.exception("handler failed on command %s", command_id)
+            result = CommandResult(
+                command_id=command_id,
+                command=accepted.command.type,
+                status=CommandStatus.FAILED,
+                reject_reason=CommandRejectReason.EXECUTION_ERROR,
+                detail=f"handler error: {type(exc).__name__}: {exc}"[:300],
+            )
+        self._finish(result, reply)
+
+    def _reject(self, rejection: CommandRejection, reply: ReplyTo) -> None:
+        self.counters.rejected += 1
+        logger.warning(
+            "rejected command %s: %s (%s)",
+            rejection.command_id or "<no id>",
+            rejection.reason,
+            rejection.detail,
+        )
+        result = CommandResult(
+            command_id=rejection.command_id if rejection.authenticated else None,
+            command=rejection.command,
+            status=CommandStatus.REJECTED,
+            reject_reason=rejection.reason,
+            detail=rejection.detail[:300],
+        )
+        if rejection.authenticated and rejection.command_id is not None:
+            begin = self._store.begin(rejection.command_id, None, rejection.key_id, reply)
+            if begin.state is not BeginState.NEW:
+                self._duplicate(rejection.command_id, begin.state, begin.result, reply)
+                return
+            self._finish(result, reply)
+            self._report_security(rejection)
+            return
+
+        if not self._limiter.allow():
+            self.counters.rejections_suppressed += 1
+            return
+        self._publish_result(result, reply)
+        self._report_security(rejection)
+
+    def _report_security(self, rejection: CommandRejection) -> None:
+        if rejection.security is None:
+            return
+        self._publish_security(
+            SecurityEvent(
+                event=rejection.security,
+                command_id=rejection.command_id,
+                key_id=(rejection.key_id or "")[:64] or None,
+                detail=rejection.detail[:200],
+            )
+        )
+
+    def _duplicate(
+        self,
+        command_id: str,
+        state: BeginState,
+        stored: CommandResult | None,
+        reply: ReplyTo,
+    ) -> None:
+        self.counters.duplicates += 1
+        if state is BeginState.IN_PROGRESS or stored is None:
+            logger.info("command %s is still running; duplicate ignored", command_id)
+            return
+        logger.info("command %s already finished; publishing the stored result again", command_id)
+        self._publish_result(stored, reply)

@@ -1,0 +1,105 @@
+"""An aiomqtt client that reports PUBACK reason codes and TLS certificate failures.
+
+aiomqtt 2.x drops the PUBACK reason code, which the outbox needs to tell "accepted",
+"no matching subscribers" and "rejected" apart. This subclass hooks the paho callbacks.
+NOTE: it relies on aiomqtt 2.x internals (`_client`, `_on_publish`, `_client_connect`);
+pyproject pins aiomqtt below 3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any
+
+import aiomqtt
+import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+# MQTT 5 reason codes used by the outbox.
+RC_SUCCESS = 0x00
+RC_NO_MATCHING_SUBSCRIBERS = 0x10
+RC_FIRST_ERROR = 0x80
+
+
+def new_properties(packet_type: int) -> Properties:
+    """Return empty MQTT 5 properties for one packet type (paho's constructor is untyped)."""
+    return Properties(packet_type)  # type: ignore[no-untyped-call]
+
+
+class PublishFailedError(aiomqtt.MqttError):
+    """paho refused to send a message, for example because it exceeds the packet size."""
+
+    def __init__(self, rc: int) -> None:
+        super().__init__(f"publish refused by the MQTT client: {mqtt.error_string(rc)}")
+        self.rc = rc
+
+
+class LinkClient(aiomqtt.Client):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._acks: dict[int, asyncio.Future[int]] = {}
+        self.certificate_error: ssl.SSLError | None = None
+
+    async def publish_acked(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int,
+        retain: bool = False,
+        properties: Properties | None = None,
+        ack_timeout_s: float,
+    ) -> int:
+        """Publish and return the PUBACK reason code (0 for QoS 0 and for MQTT 3.1.1)."""
+        info = self._client.publish(topic, payload, qos, retain, properties)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            if info.rc in (mqtt.MQTT_ERR_NO_CONN, mqtt.MQTT_ERR_CONN_LOST):
+                raise aiomqtt.MqttCodeError(info.rc, "not connected")
+            raise PublishFailedError(info.rc)
+        if qos == 0:
+            return RC_SUCCESS
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._acks[info.mid] = future
+        try:
+            return await asyncio.wait_for(future, ack_timeout_s)
+        except TimeoutError as exc:
+            raise aiomqtt.MqttError(
+                f"no PUBACK for message id {info.mid} within {ack_timeout_s} s"
+            ) from exc
+        finally:
+            self._acks.pop(info.mid, None)
+
+    def _on_publish(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties,
+    ) -> None:
+        super()._on_publish(client, userdata, mid, reason_code, properties)
+        future = self._acks.get(mid)
+        if future is not None and not future.done():
+            future.set_result(int(reason_code.value))
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None = None,
+    ) -> None:
+        super()._on_disconnect(client, userdata, flags, reason_code, properties)
+        for future in self._acks.values():
+            if not future.done():
+                future.set_exception(aiomqtt.MqttError("disconnected before PUBACK"))
+
+    def _client_connect(self) -> None:
+        try:
+            super()._client_connect()
+        except ssl.SSLError as exc:
+            self.certificate_error = exc
+            raise

@@ -1,0 +1,347 @@
+"""Durable outbox: every outgoing message is committed here before it is published.
+
+Rows are drained by lane (`Lane.URGENT`, then `TRANSACTIONAL`, then `TELEMETRY`) and by
+insertion order within a lane. A row is deleted only after its PUBACK. The per-cabinet
+sequence number is allocated in the same transaction as the row, so it never repeats.
+
+Durability per lane:
+- URGENT and TRANSACTIONAL rows commit with `synchronous=FULL` before `enqueue` returns,
+  so they survive a process crash and a power loss.
+- TELEMETRY rows commit with `synchronous=NORMAL`: they survive a process crash, but the
+  newest ones may be lost on a power loss.
+- Deleting a row after its PUBACK uses `synchronous=NORMAL`; losing that delete only causes
+  a duplicate publish with the same sequence number, which backends drop.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cloud_link.clock import Clock
+from cloud_link.config import OutboxLimits
+from cloud_link.errors import OutboxFullError
+from cloud_link.messages import (
+    AnyEnvelope,
+    AnyMessageData,
+    Lane,
+    OutboxStats,
+    coalesce_key_of,
+    lane_of,
+    timestamp,
+)
+from cloud_link.storage import Storage
+
+logger = logging.getLogger(__name__)
+
+ALWAYS_COALESCED = frozenset({"birth", "heartbeat"})
+CHECKPOINT_EVERY_DELETES = 500
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """One stored message, ready to publish."""
+
+    id: int
+    seq: int
+    lane: Lane
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    expiry_s: int | None
+    correlation_data: bytes | None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    seq: int
+    topic: str
+    size: int
+    reason: str
+    reason_code: int | None
+    failed_at: float
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    lane INTEGER NOT NULL,
+    seq INTEGER NOT NULL UNIQUE,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    expiry_s INTEGER,
+    correlation_data BLOB,
+    coalesce_key TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_lane_id ON outbox (lane, id);
+CREATE INDEX IF NOT EXISTS outbox_coalesce ON outbox (coalesce_key) WHERE coalesce_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    reason_code INTEGER,
+    failed_at REAL NOT NULL
+);
+"""
+
+_COUNTERS = ("telemetry_dropped", "telemetry_coalesced", "dead_letters", "max_seq")
+
+
+class Outbox:
+    """The outbox tables in a `Storage` file."""
+
+    def __init__(
+        self, storage: Storage, *, cabinet_id: str, limits: OutboxLimits, clock: Clock
+    ) -> None:
+        self._storage = storage
+        self._cabinet_id = cabinet_id
+        self._limits = limits
+        self._clock = clock
+        self._deletes_since_checkpoint = 0
+        storage.conn.executescript(_SCHEMA)
+        with storage.transaction(durable=True) as conn:
+            for name in _COUNTERS:
+                conn.execute(
+                    "INSERT OR IGNORE INTO outbox_meta (key, value) VALUES (?, 0)", (name,)
+                )
+        self._lane_bytes: dict[Lane, int] = {}
+        self._reload_totals()
+        storage.on_rollback(self._reload_totals)
+
+    @property
+    def telemetry_budget(self) -> int:
+        return int(self._limits.max_bytes * self._limits.telemetry_share)
+
+    def enqueue(
+        self,
+        data: AnyMessageData,
+        *,
+        topic: str,
+        offline: bool,
+        qos: int = 1,
+        retain: bool = False,
+        expiry_s: int | None = None,
+        correlation_data: bytes | None = None,
+    ) -> int:
+        """Store one message and return its sequence number.
+
+        A telemetry message may be coalesced or dropped later, or at once when it is larger
+        than the telemetry budget. A message over `max_message_bytes` goes straight to the
+        dead letters. Raises `OutboxFullError` when a non-telemetry message does not fit even
+        after every telemetry row was evicted.
+        """
+        lane = lane_of(data)
+        key = coalesce_key_of(data)
+        with self._storage.transaction(durable=lane is not Lane.TELEMETRY) as conn:
+            seq = self._next_seq()
+            envelope = AnyEnvelope(
+                cabinet_id=self._cabinet_id,
+                seq=seq,
+                ts=timestamp(datetime.fromtimestamp(self._clock.wall(), tz=UTC)),
+                offline=offline,
+                data=data,
+            )
+            payload = envelope.model_dump_json().encode()
+            size = len(payload)
+
+            if size > self._limits.max_message_bytes:
+                self._insert_dead_letter(seq, topic, payload, "too_large", None)
+                logger.error("message seq=%d on %s is %d bytes; dead-lettered", seq, topic, size)
+                return seq
+
+            if not self._make_room(lane, key, size):
+                self._bump("telemetry_dropped")
+                return seq
+
+            conn.execute(
+                "INSERT INTO outbox (lane, seq, topic, payload, size, qos, retain, expiry_s,"
+                " correlation_data, coalesce_key, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    int(lane),
+                    seq,
+                    topic,
+                    payload,
+                    size,
+                    qos,
+                    int(retain),
+                    expiry_s,
+                    correlation_data,
+                    key,
+                    self._clock.wall(),
+                ),
+            )
+            self._lane_bytes[lane] += size
+        return seq
+
+    def pending(self, limit: int, *, exclude: frozenset[int] = frozenset()) -> list[OutboxEntry]:
+        """Return up to `limit` rows in publish order, skipping the ids in `exclude`."""
+        rows = self._storage.query(
+            "SELECT id, seq, lane, topic, payload, qos, retain, expiry_s, correlation_data"
+            " FROM outbox ORDER BY lane, id LIMIT ?",
+            (limit + len(exclude),),
+        )
+        entries = [
+            OutboxEntry(
+                id=row[0],
+                seq=row[1],
+                lane=Lane(row[2]),
+                topic=row[3],
+                payload=bytes(row[4]),
+                qos=row[5],
+                retain=bool(row[6]),
+                expiry_s=row[7],
+                correlation_data=None if row[8] is None else bytes(row[8]),
+            )
+            for row in rows
+            if row[0] not in exclude
+        ]
+        return entries[:limit]
+
+    def remove(self, entry_id: int) -> None:
+        """Delete a row after its PUBACK; unknown ids (coalesced meanwhile) are ignored."""
+        with self._storage.transaction(durable=False) as conn:
+            row = conn.execute("SELECT lane, size FROM outbox WHERE id = ?", (entry_id,)).fetchone()
+            if row is None:
+                return
+            conn.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
+            self._lane_bytes[Lane(row[0])] -= row[1]
+        self._after_delete()
+
+    def move_to_dead_letters(self, entry_id: int, reason: str, reason_code: int | None) -> None:
+        """Move a row the broker rejected or that cannot be published to the dead letters."""
+        with self._storage.transaction(durable=True) as conn:
+            row = conn.execute(
+                "SELECT lane, seq, topic, payload, size FROM outbox WHERE id = ?", (entry_id,)
+            ).fetchone()
+            if row is None:
+                return
+            conn.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
+            self._lane_bytes[Lane(row[0])] -= row[4]
+            self._insert_dead_letter(row[1], row[2], bytes(row[3]), reason, reason_code)
+        logger.error(
+            "message seq=%d on %s dead-lettered: %s (reason code %s)",
+            row[1],
+            row[2],
+            reason,
+            reason_code,
+        )
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        rows = self._storage.query(
+            "SELECT seq, topic, size, reason, reason_code, failed_at FROM dead_letters"
+            " ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [DeadLetter(*row) for row in rows]
+
+    def stats(self) -> OutboxStats:
+        counters = self._counters()
+        count = self._storage.query("SELECT COUNT(*) FROM outbox")[0][0]
+        return OutboxStats(
+            pending=count,
+            pending_bytes=sum(self._lane_bytes.values()),
+            telemetry_dropped=counters["telemetry_dropped"],
+            telemetry_coalesced=counters["telemetry_coalesced"],
+            dead_letters=counters["dead_letters"],
+        )
+
+    def last_seq(self) -> int:
+        return self._counters()["max_seq"]
+
+    def lane_bytes(self, lane: Lane) -> int:
+        return self._lane_bytes[lane]
+
+    def _make_room(self, lane: Lane, key: str | None, size: int) -> bool:
+        """Coalesce or evict telemetry so a new row fits; False drops the new row."""
+        if key is not None and key.split(":", 1)[0] in ALWAYS_COALESCED:
+            self._delete_coalesced(key)
+
+        if lane is Lane.TELEMETRY:
+            budget = min(self.telemetry_budget, self._limits.max_bytes - self._reserved_used())
+            if self._lane_bytes[lane] + size <= budget:
+                return True
+            if key is not None:
+                self._delete_coalesced(key)
+            self._evict_telemetry(budget - size)
+            return self._lane_bytes[lane] + size <= budget
+
+        total = sum(self._lane_bytes.values())
+        if total + size <= self._limits.max_bytes:
+            return True
+        self._evict_telemetry(self._limits.max_bytes - self._reserved_used() - size)
+        total = sum(self._lane_bytes.values())
+        if total + size <= self._limits.max_bytes:
+            return True
+        raise OutboxFullError(lane.name.lower(), size, total, self._limits.max_bytes)
+
+    def _reserved_used(self) -> int:
+        return self._lane_bytes[Lane.URGENT] + self._lane_bytes[Lane.TRANSACTIONAL]
+
+    def _delete_coalesced(self, key: str) -> None:
+        rows = self._storage.query(
+            "SELECT id, lane, size FROM outbox WHERE coalesce_key = ?", (key,)
+        )
+        for entry_id, lane, size in rows:
+            self._storage.conn.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
+            self._lane_bytes[Lane(lane)] -= size
+            self._bump("telemetry_coalesced")
+
+    def _evict_telemetry(self, target_bytes: int) -> None:
+        """Drop the oldest telemetry rows until telemetry uses at most `target_bytes`."""
+        while self._lane_bytes[Lane.TELEMETRY] > max(target_bytes, 0):
+            rows = self._storage.query(
+                "SELECT id, size FROM outbox WHERE lane = ? ORDER BY id LIMIT 64",
+                (int(Lane.TELEMETRY),),
+            )
+            if not rows:
+                return
+            for entry_id, size in rows:
+                self._storage.conn.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
+                self._lane_bytes[Lane.TELEMETRY] -= size
+                self._bump("telemetry_dropped")
+                if self._lane_bytes[Lane.TELEMETRY] <= max(target_bytes, 0):
+                    return
+
+    def _next_seq(self) -> int:
+        self._storage.conn.execute("UPDATE outbox_meta SET value = value + 1 WHERE key = 'max_seq'")
+        return int(self._counters()["max_seq"])
+
+    def _insert_dead_letter(
+        self, seq: int, topic: str, payload: bytes, reason: str, reason_code: int | None
+    ) -> None:
+        self._storage.conn.execute(
+            "INSERT INTO dead_letters (seq, topic, payload, size, reason, reason_code, failed_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (seq, topic, payload, len(payload), reason, reason_code, self._clock.wall()),
+        )
+        self._bump("dead_letters")
+
+    def _bump(self, counter: str) -> None:
+        self._storage.conn.execute(
+            "UPDATE outbox_meta SET value = value + 1 WHERE key = ?", (counter,)
+        )
+
+    def _counters(self) -> dict[str, int]:
+        return dict(self._storage.query("SELECT key, value FROM outbox_meta"))
+
+    def _reload_totals(self) -> None:
+        self._lane_bytes = dict.fromkeys(Lane, 0)
+        for lane, total in self._storage.query("SELECT lane, SUM(size) FROM outbox GROUP BY lane"):
+            self._lane_bytes[Lane(lane)] = int(total)
+
+    def _after_delete(self) -> None:
+        self._deletes_since_checkpoint += 1
+        if self._deletes_since_checkpoint >= CHECKPOINT_EVERY_DELETES:
+            self._deletes_since_checkpoint = 0
+            self._storage.checkpoint()

@@ -1,0 +1,158 @@
+"""Drains the outbox over one MQTT connection with a bounded in-flight window."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from cloud_link.clock import Clock
+from cloud_link.config import OutboxLimits
+from cloud_link.messages import Lane
+from cloud_link.mqtt_client import (
+    RC_FIRST_ERROR,
+    RC_NO_MATCHING_SUBSCRIBERS,
+    LinkClient,
+    PublishFailedError,
+    new_properties,
+)
+from cloud_link.outbox import Outbox, OutboxEntry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PublisherCounters:
+    published: int = 0
+    rejected_by_broker: int = 0
+    kept_without_subscribers: int = 0
+
+
+class Publisher:
+    """Publishes outbox rows in lane order; one instance lives as long as the link."""
+
+    def __init__(self, outbox: Outbox, *, limits: OutboxLimits, clock: Clock, mqtt5: bool) -> None:
+        self._outbox = outbox
+        self._limits = limits
+        self._clock = clock
+        self._mqtt5 = mqtt5
+        self._wakeup = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._in_flight: set[int] = set()
+        # Rows kept after "no matching subscribers", with the monotonic time of the retry.
+        self._deferred: dict[int, tuple[Lane, float]] = {}
+        self.counters = PublisherCounters()
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def idle(self) -> bool:
+        """Return whether nothing is in flight and nothing can be published right now."""
+        return not self._in_flight and not self._publishable(1)
+
+    async def wait_idle(self) -> None:
+        """Wait until nothing is in flight and nothing is ready to publish."""
+        while not self.idle():
+            self._settled.clear()
+            await self._settled.wait()
+
+    async def run(self, client: LinkClient, ack_timeout_s: float) -> None:
+        """Publish until cancelled or the connection fails (raises `aiomqtt.MqttError`)."""
+        self._in_flight.clear()
+        async with asyncio.TaskGroup() as tasks:
+            while True:
+                self._wakeup.clear()
+                room = self._limits.max_in_flight - len(self._in_flight)
+                for entry in self._publishable(room):
+                    self._in_flight.add(entry.id)
+                    tasks.create_task(
+                        self._publish_one(client, entry, ack_timeout_s), name=f"publish-{entry.seq}"
+                    )
+                await self._wait_for_work()
+
+    async def _wait_for_work(self) -> None:
+        timeout = None
+        if self._deferred:
+            next_retry = min(until for _, until in self._deferred.values())
+            timeout = max(next_retry - self._clock.monotonic(), 0.05)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    def _publishable(self, room: int) -> list[OutboxEntry]:
+        if room <= 0:
+            return []
+        now = self._clock.monotonic()
+        for entry_id, (_, until) in list(self._deferred.items()):
+            if until <= now:
+                del self._deferred[entry_id]
+        blocked_lanes = {lane for lane, _ in self._deferred.values()}
+        exclude = frozenset(self._in_flight | self._deferred.keys())
+        candidates = self._outbox.pending(room + 64, exclude=exclude)
+        # A kept row holds back the rest of its lane, so order within the lane is preserved.
+        return [entry for entry in candidates if entry.lane not in blocked_lanes][:room]
+
+    async def _publish_one(
+        self, client: LinkClient, entry: OutboxEntry, ack_timeout_s: float
+    ) -> None:
+        code: int | None = None
+        try:
+            code = await client.publish_acked(
+                entry.topic,
+                entry.payload,
+                qos=entry.qos,
+                retain=entry.retain,
+                properties=self._properties(entry),
+                ack_timeout_s=ack_timeout_s,
+            )
+        except PublishFailedError as exc:
+            self._outbox.move_to_dead_letters(entry.id, f"client refused: {exc}", None)
+        finally:
+            self._in_flight.discard(entry.id)
+        if code is not None:
+            self._settle(entry, code)
+        self._wakeup.set()
+        self._settled.set()
+
+    def _settle(self, entry: OutboxEntry, code: int) -> None:
+        if code >= RC_FIRST_ERROR:
+            self.counters.rejected_by_broker += 1
+            self._outbox.move_to_dead_letters(entry.id, "rejected by broker", code)
+            return
+        keep = (
+            code == RC_NO_MATCHING_SUBSCRIBERS
+            and self._limits.keep_without_subscribers
+            and entry.lane is not Lane.TELEMETRY
+        )
+        if keep:
+            self.counters.kept_without_subscribers += 1
+            retry_at = self._clock.monotonic() + self._limits.no_subscriber_retry_s
+            self._deferred[entry.id] = (entry.lane, retry_at)
+            logger.info(
+                "no subscriber for seq=%d on %s; retrying in %.0f s",
+                entry.seq,
+                entry.topic,
+                self._limits.no_subscriber_retry_s,
+            )
+            return
+        self.counters.published += 1
+        self._outbox.remove(entry.id)
+
+    def _properties(self, entry: OutboxEntry) -> Properties | None:
+        if not self._mqtt5:
+            return None
+        properties = new_properties(PacketTypes.PUBLISH)
+        properties.PayloadFormatIndicator = 1
+        properties.ContentType = "application/json"
+        if entry.expiry_s is not None:
+            properties.MessageExpiryInterval = entry.expiry_s
+        if entry.correlation_data is not None:
+            properties.CorrelationData = entry.correlation_data
+        return properties
