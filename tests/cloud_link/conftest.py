@@ -7,6 +7,7 @@ import contextlib
 import itertools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,14 @@ from cloud_link import (
     CloudConfig,
     CloudLink,
     CommandOutcome,
+    CommandResult,
     CommandStatus,
+    parse_message,
     public_key_base64,
+    sign_command,
 )
 from cloud_link.clock import ManualClock
+from cloud_link.commands import Command
 from tests.support.mosquitto import (  # noqa: F401  (fixtures)
     MosquittoBroker,
     mosquitto,
@@ -77,14 +82,22 @@ class RecordingHandler:
     calls: list[AcceptedCommand] = field(default_factory=list)
     release: asyncio.Event | None = None
     fail: bool = False
+    _called: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def __call__(self, command: AcceptedCommand) -> CommandOutcome:
         self.calls.append(command)
+        self._called.set()
         if self.release is not None:
             await self.release.wait()
         if self.fail:
             raise RuntimeError("handler exploded")
         return self.outcome
+
+    async def wait_calls(self, count: int) -> None:
+        async with asyncio.timeout(WAIT_S):
+            while len(self.calls) < count:
+                self._called.clear()
+                await self._called.wait()
 
 
 @dataclass
@@ -191,3 +204,37 @@ def make_link(
         )
 
     return build
+
+
+def command_payload(
+    key: Ed25519PrivateKey,
+    command: Command,
+    *,
+    command_id: str = "cmd-1",
+    lifetime_s: float = 60.0,
+    issued_ago_s: float = 0.0,
+    key_id: str = KEY_ID,
+    cabinet_id: str = CABINET,
+) -> bytes:
+    """Sign a command with the real wall clock, as a cloud backend would."""
+    return sign_command(
+        key,
+        key_id,
+        cabinet_id=cabinet_id,
+        command_id=command_id,
+        command=command,
+        lifetime_s=lifetime_s,
+        issued_at=datetime.now(UTC) - timedelta(seconds=issued_ago_s),
+    )
+
+
+def result_of(message: aiomqtt.Message) -> CommandResult:
+    data = parse_message(payload_bytes(message)).data
+    assert isinstance(data, CommandResult), f"expected a command result, got {data}"
+    return data
+
+
+def payload_bytes(message: aiomqtt.Message) -> bytes:
+    payload = message.payload
+    assert isinstance(payload, bytes), f"unexpected payload type {type(payload)}"
+    return payload
