@@ -1,0 +1,143 @@
+"""Configuration of a simulated cabinet, and the map from cabinet slot numbers to boards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from protocol.slotbus.constants import (
+    BAUD_RATE,
+    MAX_ADDRESS,
+    MAX_SLOTS_PER_BOARD,
+    MIN_ADDRESS,
+    MIN_EVENT_QUEUE,
+    TOKEN_CACHE_SIZE,
+)
+
+MAX_CABINET_SLOTS = 48
+
+
+@dataclass(frozen=True, slots=True)
+class SlotAddress:
+    """Where a cabinet slot lives on the bus: board address and the board's local slot."""
+
+    board: int
+    slot: int
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ChargingConfig(_Model):
+    """Charger and battery physics. Defaults describe a 1S Li-ion bank on a 10 W charger."""
+
+    max_per_board: int = Field(default=2, ge=1, le=MAX_SLOTS_PER_BOARD)
+    """Banks one board charges at once; the others wait (Identity.max_charging)."""
+    constant_current_ma: int = Field(default=2000, gt=0)
+    cv_start_percent: float = Field(default=80.0, gt=0, lt=100)
+    """Charge at which the charger moves from constant current to constant voltage."""
+    min_current_ma: int = Field(default=100, gt=0)
+    """Taper current below which a constant-voltage charge counts as full."""
+    recharge_below_percent: float = Field(default=95.0, gt=0, le=100)
+    """A full bank starts charging again when its charge falls below this."""
+    ambient_c: float = 25.0
+    heating_c_at_full_current: float = Field(default=12.0, ge=0)
+    """Temperature rise above ambient, in steady state, while charging at full current."""
+    thermal_time_constant_s: float = Field(default=600.0, gt=0)
+    self_discharge_percent_per_day: float = Field(default=0.1, ge=0)
+    overheat_c: float = 60.0
+    overheat_clear_c: float = 45.0
+
+
+class BankMix(_Model):
+    """The banks a cabinet holds when the simulation starts."""
+
+    fill_ratio: float = Field(default=0.7, ge=0, le=1)
+    """Share of slots that hold a bank at start."""
+    rentable_share: float = Field(default=0.6, ge=0, le=1)
+    """Share of those banks charged at or above `rentable_percent`."""
+    rentable_percent: int = Field(default=80, ge=0, le=100)
+    capacities_mah: tuple[int, ...] = (5000, 10000)
+    max_cycles: int = Field(default=500, ge=0)
+
+
+class FaultRates(_Model):
+    """Random faults. Every rate is a probability in 0..1; zero turns the fault off."""
+
+    corrupt_byte_rate: float = Field(default=0.0, ge=0, le=1)
+    """Chance that one byte on the line, in either direction, has one bit flipped."""
+    drop_response_rate: float = Field(default=0.0, ge=0, le=1)
+    """Chance that a board acts on a request but its response is lost."""
+    late_response_rate: float = Field(default=0.0, ge=0, le=1)
+    late_response_delay_s: float = Field(default=0.2, ge=0)
+    lock_stuck_rate: float = Field(default=0.0, ge=0, le=1)
+    """Chance per unlock that the lock does not open."""
+    lock_not_returned_rate: float = Field(default=0.0, ge=0, le=1)
+    """Chance per take window that the solenoid does not return afterwards."""
+    local_echo: bool = False
+    """Echo the master's bytes back to it, as RS-485 adapters without echo suppression do."""
+
+
+class SimConfig(_Model):
+    """Everything that shapes one simulated cabinet. Equal configs give equal runs."""
+
+    boards: int | tuple[int, ...] = 4
+    """Number of boards (addresses 1..N), or the list of board addresses in bus order."""
+    slots_per_board: int = Field(default=6, ge=1, le=MAX_SLOTS_PER_BOARD)
+    seed: int = 0
+    event_capacity: int = Field(default=MIN_EVENT_QUEUE, ge=MIN_EVENT_QUEUE, le=255)
+    token_cache_size: int = Field(default=TOKEN_CACHE_SIZE, ge=TOKEN_CACHE_SIZE)
+    charging: ChargingConfig = ChargingConfig()
+    banks: BankMix = BankMix()
+    faults: FaultRates = FaultRates()
+    baud_rate: int = Field(default=BAUD_RATE, gt=0)
+    pacing: bool = True
+    """Send bytes at the baud rate (10 bits per byte) instead of all at once."""
+    stale_status_after_eject: bool = True
+    """Show the pre-eject presence in GET_SLOTS until the sensors have settled."""
+    physics_step_s: float = Field(default=1.0, gt=0, le=60)
+    firmware_version: tuple[int, int, int] = (1, 0, 0)
+    hardware_revision: int = Field(default=1, ge=0, le=255)
+
+    @model_validator(mode="after")
+    def _check_layout(self) -> Self:
+        addresses = self.board_addresses()
+        if not addresses:
+            raise ValueError("a cabinet needs at least one board")
+        if len(set(addresses)) != len(addresses):
+            raise ValueError(f"board addresses {list(addresses)} contain duplicates")
+        for address in addresses:
+            if not MIN_ADDRESS <= address <= MAX_ADDRESS:
+                raise ValueError(f"board address {address} is outside {MIN_ADDRESS}..{MAX_ADDRESS}")
+        total = len(addresses) * self.slots_per_board
+        if total > MAX_CABINET_SLOTS:
+            raise ValueError(
+                f"{len(addresses)} boards x {self.slots_per_board} slots = {total} slots, "
+                f"more than the {MAX_CABINET_SLOTS} a cabinet can have"
+            )
+        if self.charging.max_per_board > self.slots_per_board:
+            raise ValueError(
+                f"charging.max_per_board {self.charging.max_per_board} exceeds "
+                f"slots_per_board {self.slots_per_board}"
+            )
+        return self
+
+    def board_addresses(self) -> tuple[int, ...]:
+        if isinstance(self.boards, int):
+            return tuple(range(1, self.boards + 1))
+        return tuple(self.boards)
+
+    def slot_map(self) -> tuple[SlotAddress, ...]:
+        """Return the bus address of cabinet slots 1..N; index 0 holds slot 1."""
+        return tuple(
+            SlotAddress(board, local)
+            for board in self.board_addresses()
+            for local in range(1, self.slots_per_board + 1)
+        )
+
+    @property
+    def slot_count(self) -> int:
+        return len(self.board_addresses()) * self.slots_per_board

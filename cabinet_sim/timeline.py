@@ -1,0 +1,73 @@
+"""Simulation time: timers that fire at exact instants, and physics stepped in between."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(order=True, slots=True)
+class _Timer:
+    at: float
+    order: int
+    action: Callable[[], None] = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+
+class TimerHandle:
+    def __init__(self, timer: _Timer) -> None:
+        self._timer = timer
+
+    @property
+    def at(self) -> float:
+        return self._timer.at
+
+    def cancel(self) -> None:
+        self._timer.cancelled = True
+
+
+class Timeline:
+    """Runs timers in time order and integrates physics between them.
+
+    `run_until(t)` steps physics in slices of at most `max_step_s`, stopping exactly at each
+    timer, so a take window ends at its instant however coarse the physics step is. Timers
+    scheduled at equal times fire in the order they were scheduled.
+    """
+
+    def __init__(self, start: float, physics: Callable[[float], None], max_step_s: float) -> None:
+        self.now = start
+        self._physics = physics
+        self._max_step_s = max_step_s
+        self._timers: list[_Timer] = []
+        self._order = itertools.count()
+
+    def schedule(self, at: float, action: Callable[[], None]) -> TimerHandle:
+        timer = _Timer(max(at, self.now), next(self._order), action)
+        heapq.heappush(self._timers, timer)
+        return TimerHandle(timer)
+
+    def schedule_in(self, delay_s: float, action: Callable[[], None]) -> TimerHandle:
+        return self.schedule(self.now + delay_s, action)
+
+    def run_until(self, until: float) -> None:
+        while True:
+            self._drop_cancelled()
+            next_at = self._timers[0].at if self._timers else None
+            if next_at is None or next_at > until:
+                self._integrate_to(until)
+                return
+            self._integrate_to(next_at)
+            timer = heapq.heappop(self._timers)
+            timer.action()
+
+    def _drop_cancelled(self) -> None:
+        while self._timers and self._timers[0].cancelled:
+            heapq.heappop(self._timers)
+
+    def _integrate_to(self, until: float) -> None:
+        while self.now < until:
+            target = min(self.now + self._max_step_s, until)
+            self._physics(target - self.now)
+            self.now = target

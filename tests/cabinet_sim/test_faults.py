@@ -1,0 +1,129 @@
+"""Fault switches of the simulated line and boards, and determinism under a seed."""
+
+from __future__ import annotations
+
+from cabinet_sim import Cabinet, FaultRates, ManualClock
+from protocol.slotbus import (
+    Command,
+    Deframer,
+    Empty,
+    Identity,
+    SlotsStatus,
+    UnlockCode,
+    UnlockRequest,
+    UnlockResult,
+    decode_response,
+    encode_request,
+)
+from tests.cabinet_sim.conftest import Master, empty_config
+
+IDENTIFY = encode_request(1, 1, Command.IDENTIFY, Empty())
+
+
+def test_corrupted_bytes(cabinet: Cabinet) -> None:
+    cabinet.link.corrupt_byte_rate = 0.05
+    answered = sum(1 for _ in range(200) if Deframer().feed(cabinet.handle_bytes(IDENTIFY)))
+    # A 7-byte request and a 30-byte response each survive with probability 0.95**n.
+    assert 10 < answered < 60
+
+
+def test_corruption_off_by_default(cabinet: Cabinet) -> None:
+    for _ in range(50):
+        assert len(Deframer().feed(cabinet.handle_bytes(IDENTIFY))) == 1
+
+
+def test_dropped_response_still_acts(cabinet: Cabinet, master: Master) -> None:
+    cabinet.link.drop_response_rate = 1.0
+    request = encode_request(1, 2, Command.UNLOCK, UnlockRequest(1, 30, 55))
+    assert cabinet.handle_bytes(request) == b""
+    cabinet.link.drop_response_rate = 0.0
+    again = master.call(1, Command.UNLOCK, UnlockRequest(1, 30, 55))
+    assert again == UnlockResult(1, 55, UnlockCode.OPENED, repeated=True)
+
+
+def test_late_response(cabinet: Cabinet) -> None:
+    cabinet.link.late_response_rate = 1.0
+    cabinet.link.late_response_delay_s = 0.3
+    transmissions = cabinet.receive(IDENTIFY)
+    assert len(transmissions) == 1
+    assert transmissions[0].delay_s >= 0.3
+
+
+def test_silent_board(cabinet: Cabinet, master: Master) -> None:
+    cabinet.set_board_silent(2)
+    assert master.exchange(2, Command.IDENTIFY, Empty()) is None
+    assert master.exchange(1, Command.IDENTIFY, Empty()) is not None
+    cabinet.insert_bank(7)  # board 2 keeps working while silent
+    cabinet.advance(0.3)
+    cabinet.set_board_silent(2, silent=False)
+    assert master.read_events(2).pending == 1
+
+
+def test_local_echo(cabinet: Cabinet) -> None:
+    cabinet.link.local_echo = True
+    transmissions = cabinet.receive(IDENTIFY)
+    assert [t.echo for t in transmissions] == [True, False]
+    assert transmissions[0].data == IDENTIFY
+    frames = Deframer().feed(cabinet.handle_bytes(IDENTIFY))
+    # The master sees its own request first, then the response.
+    assert [frame.is_response for frame in frames] == [False, True]
+
+
+def test_port_down_and_up(cabinet: Cabinet) -> None:
+    cabinet.port_down(5.0)
+    assert cabinet.handle_bytes(IDENTIFY) == b""
+    cabinet.advance(5.0)
+    assert cabinet.port_online
+    assert Deframer().feed(cabinet.handle_bytes(IDENTIFY))
+
+
+def test_random_lock_faults(clock: ManualClock) -> None:
+    config = empty_config(faults=FaultRates(lock_stuck_rate=0.5))
+    cabinet = Cabinet(config, clock=clock)
+    master = Master(cabinet)
+    results = []
+    for token in range(1, 41):
+        result = master.call(1, Command.UNLOCK, UnlockRequest(1, 1, token))
+        assert isinstance(result, UnlockResult)
+        results.append(result.result)
+        cabinet.advance(1)
+    assert 8 < results.count(UnlockCode.LOCK_FAULT) < 32
+
+
+def _run(seed: int) -> list[bytes]:
+    clock = ManualClock()
+    config = empty_config(seed=seed, faults=FaultRates(corrupt_byte_rate=0.01))
+    config = config.model_copy(
+        update={"banks": config.banks.model_copy(update={"fill_ratio": 0.7})}
+    )
+    cabinet = Cabinet(config, clock=clock)
+    out = []
+    for sequence in range(30):
+        out.append(
+            cabinet.handle_bytes(
+                encode_request(1 + sequence % 4, sequence, Command.GET_SLOTS, Empty())
+            )
+        )
+        cabinet.advance(60)
+    return out
+
+
+def test_same_seed_same_run() -> None:
+    assert _run(7) == _run(7)
+    assert _run(7) != _run(8)
+
+
+def test_seed_sets_bank_mix(clock: ManualClock) -> None:
+    config = empty_config(seed=3)
+    config = config.model_copy(
+        update={"banks": config.banks.model_copy(update={"fill_ratio": 1.0})}
+    )
+    cabinet = Cabinet(config, clock=clock)
+    frame = Deframer().feed(cabinet.handle_bytes(encode_request(1, 1, Command.GET_SLOTS, Empty())))[
+        0
+    ]
+    status = decode_response(frame).body
+    assert isinstance(status, SlotsStatus)
+    assert all(slot.bank_id != bytes(8) for slot in status.slots)
+    identity = Master(cabinet).call(1, Command.IDENTIFY)
+    assert isinstance(identity, Identity)
