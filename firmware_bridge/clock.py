@@ -7,8 +7,11 @@ leave the cabinet. Waiting goes through `sleep` so that a test clock can control
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Clock(Protocol):
@@ -32,3 +35,24 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
+
+
+async def wait_future(clock: Clock, future: asyncio.Future[T], seconds: float) -> T | None:
+    """Wait for `future` at most `seconds` of `clock` time; return None on timeout.
+
+    The future is left untouched on timeout, so the caller decides whether to cancel it.
+    """
+    if future.done():
+        return future.result()
+    sleeper: asyncio.Future[None] = asyncio.ensure_future(clock.sleep(seconds))
+    waiting: set[asyncio.Future[object]] = {future, sleeper}  # type: ignore[arg-type]
+    try:
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not sleeper.done():
+            sleeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sleeper
+    if future.done():
+        return future.result()
+    return None

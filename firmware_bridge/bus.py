@@ -1,0 +1,224 @@
+"""Request/response on the slot bus: one exchange at a time, replies matched by sequence."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from firmware_bridge.clock import Clock, wait_future
+from firmware_bridge.config import BridgeConfig, EchoMode
+from firmware_bridge.errors import (
+    BoardRejectedError,
+    NotConnectedError,
+    PortLostError,
+    RequestTimeoutError,
+)
+from firmware_bridge.prioritylock import PriorityLock
+from firmware_bridge.stats import BusCounters, BusStats, percentile
+from firmware_bridge.transport import ByteLink
+from protocol.slotbus import (
+    BoardError,
+    Command,
+    Deframer,
+    Frame,
+    Message,
+    ProtocolError,
+    command_spec,
+    decode_response,
+    encode_request,
+)
+from protocol.slotbus.constants import BITS_PER_BYTE, CRC_SIZE, HEADER_SIZE, MAX_PAYLOAD
+
+logger = logging.getLogger(__name__)
+
+PRIORITY_EJECT = 0
+PRIORITY_COMMAND = 1
+PRIORITY_POLL = 2
+
+INTER_FRAME_BYTES = 3.5
+"""Silence between exchanges, in byte times, so that boards see a frame boundary."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    command: Command
+    reply: asyncio.Future[Message]
+
+
+class BusClient:
+    """Send requests to boards and match their replies; the caller feeds it a ByteLink."""
+
+    def __init__(self, config: BridgeConfig, clock: Clock) -> None:
+        self._config = config
+        self._clock = clock
+        self._lock = PriorityLock()
+        self._link: ByteLink | None = None
+        self._deframer = Deframer()
+        self._pending: dict[tuple[int, int], _Pending] = {}
+        self._sequences: dict[int, int] = {}
+        self._last_written: bytes | None = None
+        self.counters = BusCounters()
+
+    @property
+    def connected(self) -> bool:
+        return self._link is not None
+
+    def _byte_time_s(self) -> float:
+        return BITS_PER_BYTE / self._config.baudrate
+
+    async def pump(self, link: ByteLink) -> None:
+        """Serve `link` until it fails; raise PortLostError then. Pending requests fail fast."""
+        self._deframer.reset()
+        self._link = link
+        try:
+            while True:
+                data = await link.read()
+                for frame in self._deframer.feed(data):
+                    self._dispatch(frame)
+        finally:
+            self._link = None
+            self._deframer.reset()
+            for pending in self._pending.values():
+                if not pending.reply.done():
+                    pending.reply.set_exception(PortLostError("serial port lost"))
+
+    def _dispatch(self, frame: Frame) -> None:
+        if not frame.is_response:
+            self._note_request_frame(frame)
+            return
+        pending = self._pending.get((frame.address, frame.sequence))
+        if pending is None or pending.reply.done() or frame.command_id != pending.command:
+            self.counters.unmatched_replies += 1
+            logger.debug("unmatched reply from board %d seq %d", frame.address, frame.sequence)
+            return
+        try:
+            response = decode_response(frame)
+        except BoardError as exc:
+            pending.reply.set_exception(BoardRejectedError(exc))
+            return
+        except ProtocolError as exc:
+            # A malformed reply counts like a lost one: the attempt times out and is repeated.
+            self.counters.unmatched_replies += 1
+            logger.warning("invalid reply from board %d: %s", frame.address, exc)
+            return
+        pending.reply.set_result(response.body)
+
+    def _note_request_frame(self, frame: Frame) -> None:
+        if self._config.echo is not EchoMode.OFF and frame.encode() == self._last_written:
+            self.counters.echoes += 1
+            self._last_written = None
+            return
+        self.counters.foreign_frames += 1
+        logger.warning(
+            "request frame 0x%02X for board %d read from the bus: another master or an "
+            "unexpected echo",
+            frame.command,
+            frame.address,
+        )
+
+    def reply_timeout_s(self, command: Command, request_size: int) -> float:
+        """Wire time of the request and the longest response, board allowance and margin."""
+        spec = command_spec(command)
+        allowance = spec.reply_timeout_s if spec else 0.5
+        longest_reply = HEADER_SIZE + MAX_PAYLOAD + CRC_SIZE
+        wire = (request_size + longest_reply) * self._byte_time_s()
+        if self._config.echo is not EchoMode.OFF:
+            wire += request_size * self._byte_time_s()
+        return wire + allowance + self._config.reply_margin_s
+
+    async def request(
+        self,
+        address: int,
+        command: Command,
+        body: Message,
+        *,
+        retries: int,
+        priority: int = PRIORITY_POLL,
+        check_before_write: Callable[[], None] | None = None,
+    ) -> Message:
+        """Send a request, repeating after a lost reply up to `retries` times.
+
+        `check_before_write`, when given, runs right before every write, under the bus
+        lock; an exception from it ends the request without writing. Board status errors
+        raise BoardRejectedError at once and are never repeated here.
+        """
+        board = self.counters.board(address)
+        for attempt in range(retries + 1):
+            if attempt:
+                board.retries += 1
+                logger.debug(
+                    "repeating %s to board %d, attempt %d", command.name, address, attempt + 1
+                )
+            reply = await self._attempt(address, command, body, priority, check_before_write)
+            if reply is not None:
+                return reply
+        raise RequestTimeoutError(address, command, retries + 1)
+
+    async def _attempt(
+        self,
+        address: int,
+        command: Command,
+        body: Message,
+        priority: int,
+        check_before_write: Callable[[], None] | None,
+    ) -> Message | None:
+        board = self.counters.board(address)
+        async with self._lock.hold(priority):
+            link = self._link
+            if link is None:
+                raise NotConnectedError("serial port is not open")
+            if check_before_write is not None:
+                check_before_write()
+            sequence = (self._sequences.get(address, -1) + 1) & 0xFF
+            self._sequences[address] = sequence
+            frame = encode_request(address, sequence, command, body)
+            key = (address, sequence)
+            reply: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+            self._pending[key] = _Pending(command, reply)
+            try:
+                self._last_written = frame
+                board.requests += 1
+                await link.write(frame)
+                self.counters.frames_sent += 1
+                self.counters.bytes_sent += len(frame)
+                started = self._clock.monotonic()
+                result = await wait_future(
+                    self._clock, reply, self.reply_timeout_s(command, len(frame))
+                )
+            finally:
+                del self._pending[key]
+                if not reply.done():
+                    reply.cancel()
+            await self._clock.sleep(INTER_FRAME_BYTES * self._byte_time_s())
+        if result is None:
+            board.timeouts += 1
+            return None
+        board.replies += 1
+        board.latencies.append(self._clock.monotonic() - started)
+        return result
+
+    def stats(self, addresses: tuple[int, ...]) -> BusStats:
+        counters = self.counters
+        boards = tuple(counters.board(address).freeze(address) for address in addresses)
+        samples = [s for address in addresses for s in counters.board(address).latencies]
+        deframer = self._deframer.stats
+        return BusStats(
+            frames_sent=counters.frames_sent,
+            frames_received=deframer.frames,
+            bytes_sent=counters.bytes_sent,
+            bytes_received=deframer.bytes_in,
+            bytes_dropped=deframer.bytes_dropped,
+            crc_errors=deframer.crc_errors,
+            timeouts=sum(b.timeouts for b in boards),
+            retries=sum(b.retries for b in boards),
+            echoes=counters.echoes,
+            foreign_frames=counters.foreign_frames,
+            unmatched_replies=counters.unmatched_replies,
+            latency_p50_s=percentile(samples, 0.5),
+            latency_p99_s=percentile(samples, 0.99),
+            reopens=counters.reopens,
+            port_open=self.connected,
+            boards=boards,
+        )
