@@ -59,6 +59,12 @@ class OutboxLimits(BaseModel):
         "message and retry it later instead of removing it.",
     )
     no_subscriber_retry_s: float = Field(default=30.0, gt=0.0)
+    max_publish_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="Connection losses a message may cause while sent alone before it is "
+        "dead-lettered; guards against brokers that disconnect instead of rejecting.",
+    )
 
 
 class ClockSync(StrEnum):

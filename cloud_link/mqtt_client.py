@@ -21,6 +21,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 RC_SUCCESS = 0x00
 RC_NO_MATCHING_SUBSCRIBERS = 0x10
 RC_FIRST_ERROR = 0x80
+# MQTT 5: a broker that announces no Receive Maximum accepts 65535 unacknowledged publishes.
+DEFAULT_RECEIVE_MAXIMUM = 65535
 
 
 def new_properties(packet_type: int) -> Properties:
@@ -41,6 +43,9 @@ class LinkClient(aiomqtt.Client):
         super().__init__(*args, **kwargs)
         self._acks: dict[int, asyncio.Future[int]] = {}
         self.certificate_error: ssl.SSLError | None = None
+        # Limits the broker announced in its MQTT 5 CONNACK.
+        self.max_packet_size: int | None = None
+        self.receive_maximum: int = DEFAULT_RECEIVE_MAXIMUM
 
     async def publish_acked(
         self,
@@ -83,6 +88,19 @@ class LinkClient(aiomqtt.Client):
         future = self._acks.get(mid)
         if future is not None and not future.done():
             future.set_result(int(reason_code.value))
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None = None,
+    ) -> None:
+        if properties is not None:
+            self.max_packet_size = getattr(properties, "MaximumPacketSize", None)
+            self.receive_maximum = getattr(properties, "ReceiveMaximum", DEFAULT_RECEIVE_MAXIMUM)
+        super()._on_connect(client, userdata, flags, reason_code, properties)
 
     def _on_disconnect(
         self,

@@ -52,6 +52,7 @@ class OutboxEntry:
     retain: bool
     expiry_s: int | None
     correlation_data: bytes | None
+    coalesce_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -187,8 +188,8 @@ class Outbox:
     def pending(self, limit: int, *, exclude: frozenset[int] = frozenset()) -> list[OutboxEntry]:
         """Return up to `limit` rows in publish order, skipping the ids in `exclude`."""
         rows = self._storage.query(
-            "SELECT id, seq, lane, topic, payload, qos, retain, expiry_s, correlation_data"
-            " FROM outbox ORDER BY lane, id LIMIT ?",
+            "SELECT id, seq, lane, topic, payload, qos, retain, expiry_s, correlation_data,"
+            " coalesce_key FROM outbox ORDER BY lane, id LIMIT ?",
             (limit + len(exclude),),
         )
         entries = [
@@ -202,6 +203,7 @@ class Outbox:
                 retain=bool(row[6]),
                 expiry_s=row[7],
                 correlation_data=None if row[8] is None else bytes(row[8]),
+                coalesce_key=row[9],
             )
             for row in rows
             if row[0] not in exclude

@@ -74,6 +74,8 @@ MAINTENANCE_INTERVAL_S = 3600.0
 class LinkStats:
     link: LinkState
     connects: int
+    connect_failures: int
+    disconnects: int
     flaps: int
     outbox: OutboxStats
     publisher: PublisherCounters
@@ -116,8 +118,13 @@ class CloudLink:
             self._storage, cabinet_id=config.cabinet_id, limits=config.outbox, clock=self._clock
         )
         self.commands = CommandStore(self._storage, settings=config.commands, clock=self._clock)
+        self._changed = asyncio.Event()
         self._publisher = Publisher(
-            self.outbox, limits=config.outbox, clock=self._clock, mqtt5=self._mqtt5
+            self.outbox,
+            limits=config.outbox,
+            clock=self._clock,
+            mqtt5=self._mqtt5,
+            on_settled=self._changed.set,
         )
         intake = CommandIntake(
             cabinet_id=config.cabinet_id,
@@ -140,6 +147,8 @@ class CloudLink:
         self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
         self._flaps = FlapDetector(config.flap_window_s, config.flap_limit)
         self._connects = 0
+        self._connect_failures = 0
+        self._disconnects = 0
         self._started_monotonic = self._clock.monotonic()
 
     # Lifecycle
@@ -215,6 +224,15 @@ class CloudLink:
     async def wait_connected(self) -> None:
         await self._connected.wait()
 
+    async def wait_until(self, predicate: Callable[[LinkStats], bool]) -> LinkStats:
+        """Wait until `predicate(stats())` holds; rechecked on connection changes and PUBACKs."""
+        while True:
+            stats = self.stats()
+            if predicate(stats):
+                return stats
+            self._changed.clear()
+            await self._changed.wait()
+
     @property
     def link_state(self) -> LinkState:
         if not self.connected:
@@ -227,6 +245,8 @@ class CloudLink:
         return LinkStats(
             link=self.link_state,
             connects=self._connects,
+            connect_failures=self._connect_failures,
+            disconnects=self._disconnects,
             flaps=self._flaps.total,
             outbox=self.outbox.stats(),
             publisher=self._publisher.counters,
@@ -261,8 +281,12 @@ class CloudLink:
                 )
             finally:
                 self._connected.clear()
-            if connected_at is not None:
+            if connected_at is None:
+                self._connect_failures += 1
+            else:
+                self._disconnects += 1
                 self._after_connection(self._clock.monotonic() - connected_at)
+            self._changed.set()
             if not self._stop.is_set():
                 await self._pause_before_reconnect()
 
@@ -277,6 +301,10 @@ class CloudLink:
                 tasks.create_task(self._stop_when_requested(client), name="cloud-stop")
         except* _StopServing:
             logger.info("session stopped on request")
+        except* aiomqtt.MqttError as group:
+            # One connection failure ends the publisher and the receiver together.
+            first = group.exceptions[0]
+            raise aiomqtt.MqttError(f"connection lost: {first}") from first
 
     async def _on_connect(self, client: LinkClient) -> None:
         """Resubscribe, mark the cabinet online and queue a fresh birth."""
@@ -290,6 +318,7 @@ class CloudLink:
             ack_timeout_s=self._ack_timeout_s(),
         )
         self._connected.set()
+        self._changed.set()
         logger.info(
             "connected to %s:%d as %s (MQTT %s)",
             self.config.host,
@@ -348,7 +377,7 @@ class CloudLink:
             delay = self.config.reconnect_max_s
             logger.error(
                 "disconnected %d times within %.0f s of CONNACK; another client may be using "
-                "client id %r. Waiting %.0f s",
+                "client id %r. Waiting %.1f s",
                 self._flaps.consecutive,
                 self.config.flap_window_s,
                 self.config.effective_client_id,

@@ -14,6 +14,7 @@ stopped, killed, restarted on the same port, and paused with SIGSTOP/SIGCONT.
 
 from __future__ import annotations
 
+import getpass
 import os
 import signal
 import socket
@@ -74,6 +75,8 @@ class MosquittoBroker:
         lines = [
             f"listener {self.port} {self.host}",
             "allow_anonymous true",
+            # Mosquitto started as root switches to this user; keep ours so it can write here.
+            f"user {getpass.getuser()}",
             f"log_dest file {self.log_path}",
             "log_type error",
             "log_type warning",
