@@ -191,6 +191,8 @@ class BusClient:
                 del self._pending[key]
                 if not reply.done():
                     reply.cancel()
+                elif not reply.cancelled():
+                    reply.exception()  # retrieved, so a failure after cancellation is not logged
             await self._clock.sleep(INTER_FRAME_BYTES * self._byte_time_s())
         if result is None:
             board.timeouts += 1

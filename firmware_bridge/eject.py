@@ -357,6 +357,9 @@ class Ejector:
             rebooted = future.done() or (run.boot is not None and boot not in (None, run.boot))
             if status is not None:
                 outcome = self._from_token_state(run, status, rebooted)
+                if status.state is TokenState.WINDOW_OPEN:
+                    run.slot.settle_until = core.clock.monotonic() + core.config.settle_s
+                    await core.publish("lock opened")
                 if outcome is not None or (status.state is TokenState.UNKNOWN and not rebooted):
                     return outcome
             if core.clock.monotonic() >= run.give_up_at:

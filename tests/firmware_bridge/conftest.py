@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -19,10 +20,12 @@ from firmware_bridge import (
     BridgeConfig,
     ByteLink,
     CabinetEvent,
+    Clock,
     MemoryStore,
     PortError,
 )
 from firmware_bridge.transport import SocketLink
+from protocol.slotbus import Command, Deframer, Frame
 
 E = TypeVar("E")
 
@@ -49,7 +52,7 @@ class RecordingSink:
         self,
         kind: type[E],
         predicate: Callable[[E], bool] = lambda _: True,
-        timeout: float = WAIT_S,
+        within: float = WAIT_S,
     ) -> E:
         """Return the first event of `kind` matching `predicate`, waiting for it if needed."""
 
@@ -59,7 +62,7 @@ class RecordingSink:
                     return event
             return None
 
-        async with asyncio.timeout(timeout), self._changed:
+        async with asyncio.timeout(within), self._changed:
             await self._changed.wait_for(lambda: found() is not None)
         result = found()
         assert result is not None
@@ -96,13 +99,18 @@ def bridge_config(port: str, sim: SimConfig, **overrides: Any) -> BridgeConfig:
     return BridgeConfig(**values)
 
 
-def memory_opener(line: MemoryLink) -> Callable[[], Any]:
+def memory_opener(
+    line: MemoryLink, wrap: Callable[[ByteLink], ByteLink] | None = None
+) -> Callable[[], Any]:
+    """Open the master end of the in-memory line, optionally through a test wrapper."""
+
     async def open_line() -> ByteLink:
         try:
             reader, writer = await line.open_master_streams()
         except ConnectionError as exc:
             raise PortError(str(exc)) from exc
-        return SocketLink(reader, writer, "memory")
+        link: ByteLink = SocketLink(reader, writer, "memory")
+        return wrap(link) if wrap is not None else link
 
     return open_line
 
@@ -136,17 +144,23 @@ async def memory_rig(
     shaping: Shaping | None = None,
     store: MemoryStore | None = None,
     speed: float = 1.0,
+    wrap: Callable[[ByteLink], ByteLink] | None = None,
+    clock: Clock | None = None,
+    cabinet: Cabinet | None = None,
     **config: Any,
 ) -> AsyncIterator[Rig]:
-    """A cabinet on an in-memory line and a running bridge, ready."""
-    sim = sim or sim_config()
-    cabinet = Cabinet(sim, clock=MonotonicClock(speed))
+    """A cabinet on an in-memory line and a running bridge, ready.
+
+    Pass `cabinet` (and `store`) again to model a restart of the gateway.
+    """
+    if cabinet is None:
+        cabinet = Cabinet(sim or sim_config(), clock=MonotonicClock(speed))
+    sim = cabinet.config
     sink = RecordingSink()
-    store = store or MemoryStore()
+    store = MemoryStore() if store is None else store
     async with MemoryLink(cabinet, shaping=shaping) as line:
-        bridge = Bridge(
-            bridge_config("memory", sim, **config), sink, store, opener=memory_opener(line)
-        )
+        settings = bridge_config("memory", sim, **config)
+        bridge = Bridge(settings, sink, store, clock, opener=memory_opener(line, wrap))
         async with running(bridge):
             await bridge.wait_ready(WAIT_S)
             yield Rig(cabinet, bridge, sink, store, line)
@@ -155,3 +169,80 @@ async def memory_rig(
 @pytest.fixture
 def sink() -> RecordingSink:
     return RecordingSink()
+
+
+class FilteringLink:
+    """Wraps a ByteLink: counts the requests written and drops chosen replies.
+
+    `drop_replies[command]` is how many of the next replies to that command are lost, as if
+    the board acted but its answer never arrived.
+    """
+
+    def __init__(self, inner: ByteLink) -> None:
+        self.inner = inner
+        self.written: list[Frame] = []
+        self.drop_replies: dict[Command, int] = {}
+        self.on_write: Callable[[Frame], None] | None = None
+        self._deframer = Deframer()
+
+    @property
+    def description(self) -> str:
+        return self.inner.description
+
+    async def read(self) -> bytes:
+        while True:
+            data = await self.inner.read()
+            kept = bytearray()
+            for frame in self._deframer.feed(data):
+                command = Command(frame.command_id) if frame.is_response else None
+                if command is not None and self.drop_replies.get(command, 0) > 0:
+                    self.drop_replies[command] -= 1
+                    continue
+                kept += frame.encode()
+            if kept:
+                return bytes(kept)
+
+    async def write(self, data: bytes) -> None:
+        for frame in Deframer().feed(data):
+            self.written.append(frame)
+            if self.on_write is not None:
+                self.on_write(frame)
+        await self.inner.write(data)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def count(self, command: Command) -> int:
+        return sum(1 for frame in self.written if frame.command_id == command)
+
+
+class Wrapped:
+    """Keeps the last FilteringLink made by `wrap`, so a test can reach it."""
+
+    def __init__(self) -> None:
+        self.link: FilteringLink | None = None
+
+    def __call__(self, inner: ByteLink) -> ByteLink:
+        self.link = FilteringLink(inner)
+        return self.link
+
+    @property
+    def current(self) -> FilteringLink:
+        assert self.link is not None, "the bridge has not opened the line yet"
+        return self.link
+
+
+class OffsetClock:
+    """System time plus an offset that a test can move forward (for deadlines)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    def wall(self) -> float:
+        return time.time() + self.offset
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
