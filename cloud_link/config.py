@@ -89,6 +89,12 @@ class CommandSettings(BaseModel):
         default=300.0, gt=0.0, description="Longest allowed time between issue and deadline."
     )
     max_payload_bytes: int = Field(default=8192, ge=512)
+    max_rejections_per_minute: int = Field(
+        default=30,
+        ge=1,
+        description="Rejection results and security events for unauthenticated payloads; "
+        "a flood beyond this is counted, not published.",
+    )
     max_json_depth: int = Field(default=12, ge=4)
     clock_sync: ClockSync = ClockSync.MARKER_FILE
     clock_marker_file: Path = Path("/run/systemd/timesync/synchronized")

@@ -30,7 +30,6 @@ CommandHandler = Callable[[AcceptedCommand], Awaitable[CommandOutcome]]
 ResultSink = Callable[[CommandResult, ReplyTo | None], None]
 
 QUEUE_LIMIT = 64
-REJECTIONS_PER_MINUTE = 30
 
 
 @dataclass
@@ -47,7 +46,7 @@ class DispatcherCounters:
 class RejectionLimiter:
     """Token bucket that bounds rejection results and security events under a flood."""
 
-    def __init__(self, clock: Clock, per_minute: int = REJECTIONS_PER_MINUTE) -> None:
+    def __init__(self, clock: Clock, per_minute: int) -> None:
         self._clock = clock
         self._capacity = float(per_minute)
         self._tokens = float(per_minute)
@@ -76,6 +75,7 @@ class CommandDispatcher:
         publish_security: Callable[[SecurityEvent], None],
         rebirth: Callable[[], None],
         clock: Clock,
+        rejections_per_minute: int,
     ) -> None:
         self._intake = intake
         self._store = store
@@ -85,7 +85,7 @@ class CommandDispatcher:
         self._publish_security = publish_security
         self._rebirth = rebirth
         self._clock = clock
-        self._limiter = RejectionLimiter(clock)
+        self._limiter = RejectionLimiter(clock, rejections_per_minute)
         self._queue: asyncio.Queue[ReceivedPayload] = asyncio.Queue(QUEUE_LIMIT)
         self.counters = DispatcherCounters()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +142,7 @@ class CloudLink:
             publish_security=self._send_security,
             rebirth=self.request_rebirth,
             clock=self._clock,
+            rejections_per_minute=config.commands.max_rejections_per_minute,
         )
         self._connected = asyncio.Event()
         self._stop = asyncio.Event()
@@ -423,6 +425,8 @@ class CloudLink:
             properties=connect_properties,
             tls_context=self._tls_context,
             max_inflight_messages=config.outbox.max_in_flight + 4,
+            # Each MQTT packet is written whole; Nagle would only delay PUBACKs and results.
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
 
     def _ack_timeout_s(self) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -126,6 +127,7 @@ async def observe(broker: MosquittoBroker, pattern: str = "cabinets/#") -> Async
         broker.port,
         identifier=f"observer-{next(_observer_ids)}",
         protocol=aiomqtt.ProtocolVersion.V5,
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
     ) as client:
         observer = Observer(client)
         await client.subscribe(pattern, qos=1)

@@ -83,6 +83,7 @@ class MosquittoBroker:
             "log_type notice",
             "log_type information",
             "connection_messages true",
+            "set_tcp_nodelay true",
             f"persistence {'true' if self.persistence else 'false'}",
         ]
         if self.persistence:
