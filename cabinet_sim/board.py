@@ -196,8 +196,6 @@ class Board(BoardHardware):
 
     def _lock(self, body: Message) -> LockResult:
         number = self._checked_slot(_expect(body, SlotRef).slot)
-        if self.slots[number].window is not None:
-            raise Rejected(Status.BUSY)
         if not self.lock_slot(number):
             raise Rejected(Status.SLOT_FAULT)
         return LockResult(number, LockState.LOCKED)
@@ -225,10 +223,8 @@ class Board(BoardHardware):
         kinds = self.events.pending_kinds()
         if kinds and kinds != [EventKind.BOARD_BOOT]:
             raise Rejected(Status.BUSY)
-        # NOTE: a running take window also makes RESET busy, because a reboot would lose the
-        # window's terminal event and break "one terminal event per accepted token".
-        if any(slot.window is not None for slot in self.slots.values()):
-            raise Rejected(Status.BUSY)
+        # NOTE: a running take window does not make RESET busy: the reboot loses its terminal
+        # event, and the master learns from the new boot that the outcome is uncertain.
         return Empty()
 
     def _query_unlock(self, body: Message) -> UnlockStatus:

@@ -248,8 +248,14 @@ class BoardHardware:
         return UnlockCode.OPENED
 
     def lock_slot(self, number: int) -> bool:
-        """Drive the latch closed; return False when the solenoid cannot return."""
+        """Drive the latch closed; return False when the solenoid cannot return.
+
+        A running take window ends early, with the terminal event it would get at its end.
+        """
         slot = self.slot(number)
+        if slot.window is not None:
+            self._window_expired(slot, slot.window.token)
+            return slot.lock is LockState.LOCKED
         if InjectedFault.LOCK_NOT_RETURNED in slot.injected:
             slot.latched_faults |= SlotFault.LOCK_NOT_RETURNED
             return False
@@ -271,7 +277,6 @@ class BoardHardware:
             record.state = state
 
     def _close_window(self, slot: Slot) -> None:
-        window = slot.window
         self._cancel_window(slot)
         returned = (
             InjectedFault.LOCK_NOT_RETURNED not in slot.injected
@@ -281,12 +286,7 @@ class BoardHardware:
             slot.lock = LockState.LOCKED
         else:
             slot.latched_faults |= SlotFault.LOCK_NOT_RETURNED
-            self.emit(
-                EventKind.LOCK_NOT_RETURNED,
-                slot=slot.number,
-                token=window.token if window else 0,
-                value=SlotFault.LOCK_NOT_RETURNED,
-            )
+            self.emit(EventKind.LOCK_NOT_RETURNED, slot=slot.number)
         self._notify(Notice(NoticeKind.WINDOW_CLOSED, self.address, slot.number))
 
     def _cancel_window(self, slot: Slot) -> None:

@@ -42,6 +42,7 @@ class Timeline:
         self._max_step_s = max_step_s
         self._timers: list[_Timer] = []
         self._order = itertools.count()
+        self._running = False
 
     def schedule(self, at: float, action: Callable[[], None]) -> TimerHandle:
         timer = _Timer(max(at, self.now), next(self._order), action)
@@ -52,6 +53,16 @@ class Timeline:
         return self.schedule(self.now + delay_s, action)
 
     def run_until(self, until: float) -> None:
+        """Run everything due up to `until`. A call from inside a timer returns at once."""
+        if self._running:
+            return
+        self._running = True
+        try:
+            self._run_until(until)
+        finally:
+            self._running = False
+
+    def _run_until(self, until: float) -> None:
         while True:
             self._drop_cancelled()
             next_at = self._timers[0].at if self._timers else None

@@ -15,6 +15,7 @@ from protocol.slotbus import (
     Command,
     Empty,
     EventAck,
+    EventKind,
     EventsRequest,
     Identity,
     LockResult,
@@ -209,12 +210,27 @@ def test_lock_after_tamper(cabinet: Cabinet, master: Master) -> None:
     assert not cabinet.slot(3).faults & SlotFault.TAMPER
 
 
-def test_lock_busy_and_fault(cabinet: Cabinet, master: Master) -> None:
+def test_lock_ends_take_window(cabinet: Cabinet, master: Master) -> None:
+    cabinet.insert_bank(1, bank_id=BANK)
+    cabinet.advance(0.3)
+    master.drain_events(1)
     master.call(1, Command.UNLOCK, UnlockRequest(1, 30, 5))
-    assert master.status(1, Command.LOCK, SlotRef(1)) is Status.BUSY
+    assert master.call(1, Command.LOCK, SlotRef(1)) == LockResult(1, LockState.LOCKED)
+    assert cabinet.slot(1).window is None
+    events = master.drain_events(1)
+    assert [(e.kind, e.token, e.bank_id) for e in events] == [(EventKind.UNLOCK_NOT_TAKEN, 5, BANK)]
+    cabinet.advance(60)
+    assert master.drain_events(1) == []
+
+
+def test_lock_not_returned_answers_slot_fault(cabinet: Cabinet, master: Master) -> None:
     cabinet.set_fault(2, InjectedFault.LOCK_NOT_RETURNED)
     cabinet.force_open(2)
     assert master.status(1, Command.LOCK, SlotRef(2)) is Status.SLOT_FAULT
+    assert cabinet.slot(2).faults & SlotFault.LOCK_NOT_RETURNED
+    cabinet.set_fault(2, InjectedFault.LOCK_NOT_RETURNED, active=False)
+    assert master.call(1, Command.LOCK, SlotRef(2)) == LockResult(2, LockState.LOCKED)
+    assert not cabinet.slot(2).faults & SlotFault.LOCK_NOT_RETURNED
 
 
 def test_lock_sensor_fault_shows_fault_state(cabinet: Cabinet, master: Master) -> None:

@@ -185,6 +185,17 @@ def test_lock_not_returned(loaded: Cabinet, master: Master) -> None:
     assert kinds == [EventKind.BANK_INSERTED, EventKind.BANK_REMOVED]
 
 
+def test_lock_not_returned_event_fields(loaded: Cabinet, master: Master) -> None:
+    loaded.set_fault(1, InjectedFault.LOCK_NOT_RETURNED)
+    unlock(master, 1, 31, window_s=2)
+    loaded.advance(2)
+    events = master.drain_events(1)
+    assert [(e.kind, e.token, e.value) for e in events] == [
+        (EventKind.UNLOCK_NOT_TAKEN, 31, 0),
+        (EventKind.LOCK_NOT_RETURNED, 0, 0),
+    ]
+
+
 def test_each_token_ends_once(loaded: Cabinet, master: Master) -> None:
     unlock(master, 1, 40, window_s=5)
     loaded.take(1)
