@@ -106,6 +106,12 @@ class BoardEventHandler:
         self._core = core
 
     async def handle(self, link: BoardLink, event: BoardEvent, key: BoardEventKey) -> None:
+        """Update the model and emit what the event means.
+
+        Only requests that must precede the emitted events run here (reading a returned bank).
+        Follow-up work is left to the poller, which stores the event watermark first, so that a
+        crash after the hand-off cannot report the same board event again.
+        """
         core = self._core
         slot = core.model.slot(link.global_slot(event.slot)) if event.slot else None
         if slot is not None and slot.board != link.address:
@@ -136,7 +142,6 @@ class BoardEventHandler:
             await self._fault(_FAULTS[event.kind], slot.slot, link, detail, key)
         if event.kind in _STATUS_CHANGING:
             link.next_status_at = core.clock.monotonic()  # read GET_SLOTS soon for the new picture
-        await core.publish(event.kind.name.lower())
 
     async def _fault(
         self,
@@ -198,7 +203,7 @@ class BoardEventHandler:
                 at=core.clock.wall(),
             )
         )
-        await enable_charging(core, link, slot)
+        link.charge_on_pending.add(slot.board_slot)
 
     async def _on_removed(self, slot: SlotModel, event: BoardEvent, key: BoardEventKey) -> None:
         core = self._core

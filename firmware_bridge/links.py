@@ -48,6 +48,7 @@ class BoardLink:
     stored_boot_count: int | None = None  # boot_count of the watermark loaded at startup
     reported: bool = False  # the link state was emitted at least once
     pending_bank_reads: set[int] = field(default_factory=set)  # board slot numbers
+    charge_on_pending: set[int] = field(default_factory=set)  # returned banks to charge
 
     @property
     def address(self) -> int:

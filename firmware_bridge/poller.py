@@ -199,14 +199,22 @@ class Poller:
                 EventWatermark(key.board_id, key.boot_count, key.event_id)
             )
             handled = event.event_id
+            await core.publish(event.kind.name.lower())
         if handled:
             await self._acknowledge(link, handled)
+        await self._charge_returned(link)
 
         now = core.clock.monotonic()
         drained = batch.pending <= len(batch.events)
         link.next_events_at = now if not drained else now + core.config.event_poll_interval_s
         if drained and link.reconcile_needed:
             await self.poll_status(link)
+
+    async def _charge_returned(self, link: BoardLink) -> None:
+        while link.charge_on_pending:
+            slot = self._core.model.slot(link.global_slot(link.charge_on_pending.pop()))
+            if slot is not None and slot.present:
+                await enable_charging(self._core, link, slot)
 
     def _key(self, link: BoardLink, event_id: int) -> BoardEventKey:
         identity = link.identity

@@ -182,6 +182,7 @@ class FilteringLink:
         self.inner = inner
         self.written: list[Frame] = []
         self.drop_replies: dict[Command, int] = {}
+        self.swallow_writes: set[Command] = set()  # requests that never reach the line
         self.on_write: Callable[[Frame], None] | None = None
         self._deframer = Deframer()
 
@@ -207,6 +208,8 @@ class FilteringLink:
             self.written.append(frame)
             if self.on_write is not None:
                 self.on_write(frame)
+            if frame.command_id in self.swallow_writes:
+                return
         await self.inner.write(data)
 
     def close(self) -> None:
