@@ -11,7 +11,8 @@ Times named `*_at` are wall-clock UNIX timestamps in seconds. Durations end in `
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import re
+from collections.abc import AsyncGenerator, Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Protocol
 
@@ -376,7 +377,7 @@ class DaemonApi(Protocol):
 
     async def outbox(self) -> OutboxReply: ...
 
-    def events(self, follow: bool, limit: int) -> AsyncIterator[EventRecord]:
+    def events(self, follow: bool, limit: int) -> AsyncGenerator[EventRecord, None]:
         """Yield up to `limit` past events, oldest first, then new events while `follow` is set.
 
         Implement as an async generator. The server closes it when the client disconnects.
@@ -409,15 +410,28 @@ REDACTED = "<redacted>"
 # A config key containing one of these words names a secret or the path to one.
 SECRET_KEY_WORDS = ("password", "passwd", "secret", "token", "key", "credential", "psk")
 
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^\s:/@]+:)[^\s@/]+@", re.IGNORECASE)
+_ASSIGNED_SECRET = re.compile(
+    r"(?P<head>\b(?:password|passwd|secret|token|psk)\s*[=:]\s*)[^\s,;]+", re.IGNORECASE
+)
+_PEM_BLOCK = re.compile(r"-----BEGIN [^-]+-----.*?(?:-----END [^-]+-----|\Z)", re.DOTALL)
+
 
 def redact_secrets(config: Mapping[str, Any]) -> dict[str, JsonValue]:
     """Return a copy of `config` with secret values replaced by `REDACTED`.
 
     A value is secret when its key contains a word of `SECRET_KEY_WORDS` (case-insensitive),
-    or when it is a string containing a PEM block or a URL with a password. Nested tables and
-    lists are walked.
+    or when it is a string containing a PEM block or naming a `.key` file. Passwords inside
+    URLs are replaced and the rest of the URL is kept. Nested tables and lists are walked.
     """
     return {str(key): _redact_value(str(key), value) for key, value in config.items()}
+
+
+def redact_text(text: str) -> str:
+    """Replace PEM blocks, URL passwords and `password=...` style values in free text."""
+    text = _PEM_BLOCK.sub(REDACTED, text)
+    text = _URL_PASSWORD.sub(lambda match: f"{match['head']}{REDACTED}@", text)
+    return _ASSIGNED_SECRET.sub(lambda match: f"{match['head']}{REDACTED}", text)
 
 
 def _redact_value(key: str, value: Any) -> JsonValue:
@@ -428,19 +442,9 @@ def _redact_value(key: str, value: Any) -> JsonValue:
         return redact_secrets(value)
     if isinstance(value, list | tuple):
         return [_redact_value(key, item) for item in value]
-    if isinstance(value, str):
-        return _redact_string(value)
     if value is None or isinstance(value, bool | int | float):
         return value
-    return _redact_string(str(value))
-
-
-def _redact_string(value: str) -> str:
-    if "-----BEGIN" in value:
+    text = str(value)
+    if "-----BEGIN" in text or text.strip().lower().endswith(".key"):
         return REDACTED
-    scheme, separator, rest = value.partition("://")
-    userinfo, at_sign, host = rest.partition("@")
-    if separator and at_sign and ":" in userinfo and "/" not in userinfo:
-        user = userinfo.split(":", 1)[0]
-        return f"{scheme}://{user}:{REDACTED}@{host}"
-    return value
+    return redact_text(text)
