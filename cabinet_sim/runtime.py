@@ -61,6 +61,8 @@ class Simulation:
         self.users: Users | None = None
         self.endpoints: list[str] = []
         self._stop = asyncio.Event()
+        self.control_ready = asyncio.Event()
+        """Set once the control socket accepts connections."""
 
     def stop(self) -> None:
         self._stop.set()
@@ -154,6 +156,7 @@ class Simulation:
         _remove_socket_file(path)
         server = await asyncio.start_unix_server(self._control_client, path=str(path))
         logger.info("control socket on %s", path)
+        self.control_ready.set()
         try:
             async with server:
                 await server.serve_forever()

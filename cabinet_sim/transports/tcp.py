@@ -45,6 +45,8 @@ class TcpTransport:
         self._stopped: set[asyncio.Task[None]] = set()
         self._restart: asyncio.Task[None] | None = None
         self._unsubscribe = cabinet.subscribe(self._on_notice)
+        self.serving = asyncio.Event()
+        """Set while the server accepts connections."""
 
     @property
     def url(self) -> str:
@@ -75,9 +77,11 @@ class TcpTransport:
     async def _start(self) -> None:
         self._server = await asyncio.start_server(self._serve, HOST, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
+        self.serving.set()
         logger.info("serial port on %s", self.url)
 
     def _stop(self) -> None:
+        self.serving.clear()
         if self._server is not None:
             self._server.close()
         for task in self._connections:

@@ -92,7 +92,7 @@ def test_random_lock_faults(clock: ManualClock) -> None:
 
 def _run(seed: int) -> list[bytes]:
     clock = ManualClock()
-    config = empty_config(seed=seed, faults=FaultRates(corrupt_byte_rate=0.01))
+    config = empty_config(seed=seed, physics_step_s=10.0, faults=FaultRates(corrupt_byte_rate=0.01))
     config = config.model_copy(
         update={"banks": config.banks.model_copy(update={"fill_ratio": 0.7})}
     )
