@@ -38,7 +38,9 @@ _CATALOG_DIRS = {Language.ZH_CN: "zh_CN"}
 
 @dataclass
 class _ActiveLanguage:
-    language: Language = Language.EN
+    # None until a command activates one. Text shown before that (the top-level command list)
+    # follows CABINET_GATEWAY_LANG and the locale.
+    language: Language | None = None
 
 
 _ACTIVE = _ActiveLanguage()
@@ -126,12 +128,14 @@ def activate(language: Language) -> None:
 
 
 def active() -> Language:
+    if _ACTIVE.language is None:
+        _ACTIVE.language = resolve_language(None)
     return _ACTIVE.language
 
 
 def _(message: str, /, **values: object) -> str:
     """Translate `message` into the active language and fill its `{name}` fields."""
-    text = catalog(_ACTIVE.language).get(message, message)
+    text = catalog(active()).get(message, message)
     return text.format(**values) if values else text
 
 

@@ -16,10 +16,6 @@ def timestamp(at: float | None) -> str:
     return datetime.fromtimestamp(at).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-def clock_time(at: float) -> str:
-    return datetime.fromtimestamp(at).astimezone().strftime("%H:%M:%S")
-
-
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return MISSING

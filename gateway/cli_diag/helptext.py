@@ -1,9 +1,9 @@
 """Typer command and group classes whose help text is translated when it is shown.
 
 Help strings are English msgids marked with `N_()`. Click stores them when the command is
-registered, before the language is known, so these classes translate them at display time:
-the command's own help through a property (the parent group's command list reads it too), and
-the option help while the help page is formatted.
+registered, before the language is known, so these classes translate them when shown. The
+command's own help is a property, which the parent group's command list reads too. Option help
+is swapped for its translation while the help page is formatted.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What every diagnostics command shares: options, language, the client, errors and output."""
+"""Options, language choice, client, errors and output shared by the diagnostics commands."""
 
 from __future__ import annotations
 
@@ -117,14 +117,24 @@ class Session:
         self.out.out(line, highlight=False)
 
     def fail(
-        self, code: str, text: str, detail: str = "", exit_code: int = EXIT_FAILED
+        self,
+        code: str,
+        text: str,
+        detail: str = "",
+        exit_code: int = EXIT_FAILED,
+        *,
+        show_detail: bool = True,
     ) -> NoReturn:
-        """Report an error (translated text for people, code and detail for --json) and exit."""
+        """Report an error and exit with `exit_code`.
+
+        People get the translated `text` on stderr, followed by the English `detail` when
+        `show_detail` is set. `--json` prints the code and the detail (or the text) on stdout.
+        """
         if self.json:
             self.print_json({"error": {"code": code, "message": detail or text}})
         else:
             self.err.print(Text(_("Error: {message}", message=text), style="bold red"))
-            if detail:
+            if detail and show_detail:
                 self.err.print(Text(f"  {detail}", style="dim"))
         raise typer.Exit(exit_code)
 
@@ -167,14 +177,16 @@ def reporting_errors(session: Session) -> Iterator[None]:
                 path=error.path,
             )
         hint = _("Check it with: systemctl status cabinet-gateway")
-        session.fail("daemon_not_running", f"{text} {hint}", str(error), EXIT_NOT_RUNNING)
+        session.fail(
+            "daemon_not_running", f"{text} {hint}", str(error), EXIT_NOT_RUNNING, show_detail=False
+        )
     except ControlAccessDeniedError as error:
         text = _(
             "Permission denied on the control socket {path}. Run the command with sudo, "
             "or as a member of the socket's group.",
             path=error.path,
         )
-        session.fail("access_denied", text, str(error), EXIT_NOT_RUNNING)
+        session.fail("access_denied", text, str(error), EXIT_NOT_RUNNING, show_detail=False)
     except ControlTimeoutError as error:
         text = _(
             "The daemon did not reply within {seconds} s. It may be busy: retry, and if it "

@@ -40,6 +40,8 @@ from gateway.control.wire import (
 logger = logging.getLogger(__name__)
 
 MAX_CLIENTS = 16
+"""Connected clients served at once; a client beyond this gets an `unavailable` error."""
+
 REQUEST_READ_TIMEOUT_S = 60.0
 """Time a connected client has to send its next request line before it is disconnected."""
 
@@ -74,7 +76,7 @@ METHODS = frozenset(_METHODS) | STREAM_METHODS
 
 
 class ControlServer:
-    """Serve a `DaemonApi` on a Unix socket; each client runs in a task the server owns."""
+    """Server of a `DaemonApi` on a Unix socket. Each client runs in a task the server owns."""
 
     def __init__(
         self,
@@ -192,7 +194,7 @@ class ControlServer:
             logger.warning(
                 "control client %d rejected: %d clients connected", client_id, len(self._clients)
             )
-            await self._refuse(writer)
+            await self._reject_client(writer)
             return
         self._clients.add(task)
         try:
@@ -203,7 +205,7 @@ class ControlServer:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    async def _refuse(self, writer: asyncio.StreamWriter) -> None:
+    async def _reject_client(self, writer: asyncio.StreamWriter) -> None:
         reply = error_reply(None, ApiErrorCode.UNAVAILABLE, "too many control clients, retry later")
         with contextlib.suppress(OSError, TimeoutError):
             writer.write(encode(reply))
@@ -250,7 +252,7 @@ class ControlServer:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> bool:
-        """Answer one request line; return False when the connection should end."""
+        """Handle one request line and return False when the connection should end."""
         request = parse_request(line)
         if isinstance(request, dict):
             logger.info("control client %d: %s", client_id, request["error"]["message"])

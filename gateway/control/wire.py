@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from gateway.api import ApiErrorCode
 
 MAX_REQUEST_BYTES = 64 * 1024
-"""Longest request line accepted; a longer one is answered with invalid_request and closed."""
+"""Maximum request line length. A longer line gets an invalid_request error and is closed."""
 
 MAX_REPLY_BYTES = 16 * 1024 * 1024
 """Longest reply line the client reads (a support bundle with its log lines is the largest)."""
@@ -34,7 +34,7 @@ class ControlSocketSetupError(ControlError):
 
 
 class DaemonNotRunningError(ControlError):
-    """The daemon is not running: no socket file, or nobody listens on it."""
+    """The daemon is not running: the socket file is missing, or no process listens on it."""
 
     def __init__(self, path: Path, reason: str) -> None:
         super().__init__(f"daemon not running ({reason} at {path})")

@@ -436,7 +436,7 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize(("line", "request_id", "code"), MALFORMED)
-async def test_malformed_request_answered(
+async def test_malformed_request_gets_error(
     tmp_path: Path, line: bytes, request_id: Any, code: str
 ) -> None:
     async with serving(tmp_path) as (server, _daemon):
@@ -512,7 +512,7 @@ async def test_byte_by_byte_request_served(tmp_path: Path) -> None:
 
 async def test_client_that_stops_reading_dropped(tmp_path: Path) -> None:
     daemon = FakeDaemon()
-    daemon.flood_events = 2000  # about 8 MB, far more than a socket buffer holds
+    daemon.flood_events = 2000  # about 8 MB, far more than a socket buffer can take
     async with serving(tmp_path, daemon, write_timeout_s=0.3) as (server, _):
         _reader, writer = await asyncio.open_unix_connection(str(server.path))
         writer.write(b'{"id": 1, "method": "events", "params": {"follow": true}}\n')
@@ -578,7 +578,7 @@ async def test_client_raises_api_error(tmp_path: Path) -> None:
 async def test_extra_clients_refused(tmp_path: Path) -> None:
     async with serving(tmp_path, max_clients=1) as (server, _daemon):
         _held_reader, held_writer = await asyncio.open_unix_connection(str(server.path))
-        # The held connection is accepted once the server answers a request on it.
+        # The held connection counts as a client once the server has replied on it.
         held_writer.write(b'{"id": 1, "method": "slots"}\n')
         await held_writer.drain()
         await asyncio.wait_for(_held_reader.readline(), WAIT_S)
