@@ -97,9 +97,17 @@ class Board(BoardHardware):
         handler = self._handlers()[spec.command]
         try:
             body = handler(request.body)
+            response = encode_response(self.address, frame.sequence, spec.command, body)
         except Rejected as exc:
             return encode_error(self.address, frame.sequence, frame.command_id, exc.status)
-        response = encode_response(self.address, frame.sequence, spec.command, body)
+        except PayloadError as exc:
+            # A simulated value out of its wire range, such as a bank set to 4000 degC.
+            logger.warning(
+                "board %d: cannot encode %s response: %s", self.address, spec.command.name, exc
+            )
+            return encode_error(
+                self.address, frame.sequence, frame.command_id, Status.INTERNAL_ERROR
+            )
         if spec.command is Command.RESET:
             self.boot(BootReason.COMMANDED)
         return response

@@ -36,7 +36,7 @@ class ChargingConfig(_Model):
 
     max_per_board: int = Field(default=2, ge=1, le=MAX_SLOTS_PER_BOARD)
     """Banks one board charges at once; the others wait (Identity.max_charging)."""
-    constant_current_ma: int = Field(default=2000, gt=0)
+    constant_current_ma: int = Field(default=2000, gt=0, le=20_000)
     cv_start_percent: float = Field(default=80.0, gt=0, lt=100)
     """Charge at which the charger moves from constant current to constant voltage."""
     min_current_ma: int = Field(default=100, gt=0)

@@ -9,6 +9,7 @@ from protocol.slotbus.codes import EventKind, TokenState, UnlockCode
 from protocol.slotbus.messages import NO_BANK_ID, BoardEvent
 
 MAX_DROPPED = 0xFFFF
+MIN_VALUE, MAX_VALUE = -0x8000, 0x7FFF  # the event value is a signed 16-bit field
 UPTIME_WRAP_MS = 1 << 32
 
 
@@ -60,7 +61,7 @@ class EventQueue:
             uptime_ms=uptime_ms % UPTIME_WRAP_MS,
             token=token,
             bank_id=bank_id,
-            value=value,
+            value=max(MIN_VALUE, min(MAX_VALUE, value)),
         )
         self._events.append(event)
         return event

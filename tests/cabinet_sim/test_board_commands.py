@@ -246,3 +246,14 @@ def test_boards_keep_separate_state(clock: ManualClock, cabinet: Cabinet, master
     cabinet.advance(0.3)
     assert master.read_events(1).pending == 0
     assert master.read_events(2).pending == 1
+
+
+def test_unencodable_value_is_internal_error(cabinet: Cabinet, master: Master) -> None:
+    cabinet.insert_bank(1)
+    cabinet.advance(0.3)
+    cabinet.set_temperature(1, 4000.0)
+    assert master.status(1, Command.GET_BANK, SlotRef(1)) is Status.INTERNAL_ERROR
+    # The OVERHEAT event value saturates at the top of its 16-bit range.
+    cabinet.advance(0.1)
+    values = [e.value for e in master.drain_events(1) if e.kind is EventKind.OVERHEAT]
+    assert values == [0x7FFF]
