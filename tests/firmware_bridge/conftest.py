@@ -68,6 +68,11 @@ class RecordingSink:
         assert result is not None
         return result
 
+    async def wait_until(self, condition: Callable[[], bool], within: float = WAIT_S) -> None:
+        """Wait until `condition` holds, checking it again after every new event."""
+        async with asyncio.timeout(within), self._changed:
+            await self._changed.wait_for(condition)
+
 
 def sim_config(**overrides: Any) -> SimConfig:
     """Two boards of four slots, empty, no pacing: fast and predictable."""
