@@ -3,7 +3,13 @@
 Translations live in `gateway/locale/<locale>/LC_MESSAGES/gateway.po` and are read at run time
 with Babel's PO reader, so no compiled .mo file is kept in the repository. Mark a text with
 `_()` where it is shown, or with `N_()` where it is defined before the language is known (help
-text, tables of state names) and pass it through `_()` when shown.
+text, tables of state names) and pass it through `_()` when shown. Fill `{name}` fields through
+keyword arguments of `_()` so that a translation can move them.
+
+To add a string, mark it, then add its msgid and Chinese msgstr to the .po file, by hand or with
+`pybabel extract -k N_ -o /tmp/gateway.pot gateway` followed by
+`pybabel update -i /tmp/gateway.pot -d gateway/locale -D gateway`. The CLI tests fail for a
+msgid without a translation, or with different `{name}` fields.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ def duration(seconds: float | None) -> str:
         return MISSING
     whole = int(seconds)
     if whole < 60:
-        return _("{seconds} s", seconds=f"{seconds:.0f}")
+        return _("{seconds} s", seconds=round(seconds))
     days, rest = divmod(whole, 86_400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)

@@ -191,7 +191,7 @@ def reporting_errors(session: Session) -> Iterator[None]:
         text = _(
             "The daemon did not reply within {seconds} s. It may be busy: retry, and if it "
             "keeps happening collect a support bundle.",
-            seconds=f"{error.timeout_s:g}",
+            seconds=format(error.timeout_s, "g"),
         )
         session.fail("timeout", text, str(error))
     except ControlProtocolError as error:

@@ -199,6 +199,9 @@ class ControlServer:
         self._clients.add(task)
         try:
             await self._serve_client(client_id, reader, writer)
+        except Exception:
+            # A bug in serving one client must not reach asyncio's handler or other clients.
+            logger.exception("control client %d: unexpected error, disconnected", client_id)
         finally:
             self._clients.discard(task)
             writer.close()
@@ -242,7 +245,7 @@ class ControlServer:
                     return
         except TimeoutError:
             logger.info("control client %d idle or too slow, disconnected", client_id)
-        except (ConnectionError, BrokenPipeError) as error:
+        except ConnectionError as error:
             logger.debug("control client %d connection lost: %s", client_id, error)
 
     async def _handle_line(
