@@ -1,0 +1,199 @@
+"""The request layer on a scripted byte link: matching, timeouts, echo and priorities."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from firmware_bridge import (
+    BoardRejectedError,
+    BridgeConfig,
+    EchoMode,
+    NotConnectedError,
+    RequestTimeoutError,
+)
+from firmware_bridge.bus import PRIORITY_EJECT, PRIORITY_POLL, BusClient
+from firmware_bridge.clock import SystemClock
+from firmware_bridge.prioritylock import PriorityLock
+from protocol.slotbus import (
+    Command,
+    Deframer,
+    Empty,
+    EventAck,
+    EventAckResult,
+    Frame,
+    SlotRef,
+    Status,
+    encode_error,
+    encode_response,
+)
+
+Responder = Callable[[Frame], list[bytes]]
+
+
+class ScriptedLink:
+    """A ByteLink whose replies come from `respond`, delivered in chunks of `chunk` bytes."""
+
+    def __init__(self, respond: Responder, *, echo: bool = False, chunk: int = 1) -> None:
+        self.respond = respond
+        self.echo = echo
+        self.chunk = chunk
+        self.incoming: asyncio.Queue[bytes] = asyncio.Queue()
+        self.requests: list[Frame] = []
+
+    @property
+    def description(self) -> str:
+        return "scripted"
+
+    async def read(self) -> bytes:
+        return await self.incoming.get()
+
+    async def write(self, data: bytes) -> None:
+        if self.echo:
+            self.incoming.put_nowait(data)
+        for frame in Deframer().feed(data):
+            self.requests.append(frame)
+            for reply in self.respond(frame):
+                for start in range(0, len(reply), self.chunk):
+                    self.incoming.put_nowait(reply[start : start + self.chunk])
+
+    def close(self) -> None:
+        return None
+
+
+def ack_reply(frame: Frame) -> list[bytes]:
+    return [encode_response(frame.address, frame.sequence, Command.ACK_EVENTS, EventAckResult(0))]
+
+
+def config(**overrides: object) -> BridgeConfig:
+    values: dict[str, object] = {"port": "scripted", "boards": [{"address": 1, "slot_count": 4}]}
+    values.update(overrides)
+    return BridgeConfig.model_validate(values)
+
+
+@contextlib.asynccontextmanager
+async def pumped(bus: BusClient, link: ScriptedLink) -> AsyncIterator[None]:
+    task = asyncio.create_task(bus.pump(link))
+    await asyncio.sleep(0)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_reply_byte_by_byte_matches() -> None:
+    bus = BusClient(config(), SystemClock())
+    link = ScriptedLink(ack_reply, chunk=1)
+    async with pumped(bus, link):
+        reply = await bus.request(1, Command.ACK_EVENTS, EventAck(1), retries=0)
+
+    assert reply == EventAckResult(0)
+    assert bus.stats((1,)).frames_received == 1
+
+
+async def test_stale_reply_is_not_taken_for_new() -> None:
+    """A late reply to the first attempt carries the old sequence and is ignored."""
+    late: list[bytes] = []
+
+    def respond(frame: Frame) -> list[bytes]:
+        replies = ack_reply(frame)
+        if not late:
+            late.extend(replies)  # first attempt: the reply is held back
+            return []
+        return [*late, *replies]
+
+    bus = BusClient(config(reply_margin_s=0.01), SystemClock())
+    link = ScriptedLink(respond)
+    async with pumped(bus, link):
+        await bus.request(1, Command.ACK_EVENTS, EventAck(1), retries=1)
+    stats = bus.stats((1,))
+
+    assert stats.retries == 1
+    assert stats.timeouts == 1
+    assert stats.unmatched_replies == 1
+    assert [frame.sequence for frame in link.requests] == [0, 1]
+
+
+async def test_timeout_leaves_no_pending() -> None:
+    bus = BusClient(config(reply_margin_s=0.0), SystemClock())
+    link = ScriptedLink(lambda _: [])
+    async with pumped(bus, link):
+        with pytest.raises(RequestTimeoutError, match="after 3 attempt"):
+            await bus.request(1, Command.ACK_EVENTS, EventAck(1), retries=2)
+
+    assert bus._pending == {}
+    assert len(link.requests) == 3
+
+
+async def test_status_error_raises_without_retry() -> None:
+    def respond(frame: Frame) -> list[bytes]:
+        return [encode_error(frame.address, frame.sequence, frame.command_id, Status.NO_BANK)]
+
+    bus = BusClient(config(), SystemClock())
+    link = ScriptedLink(respond)
+    async with pumped(bus, link):
+        with pytest.raises(BoardRejectedError, match="NO_BANK"):
+            await bus.request(1, Command.GET_BANK, SlotRef(1), retries=3)
+
+    assert len(link.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("mode", "echoes", "foreign"), [(EchoMode.AUTO, 1, 0), (EchoMode.OFF, 0, 1)]
+)
+async def test_echo_modes(mode: EchoMode, echoes: int, foreign: int) -> None:
+    bus = BusClient(config(echo=mode), SystemClock())
+    link = ScriptedLink(ack_reply, echo=True, chunk=4)
+    async with pumped(bus, link):
+        reply = await bus.request(1, Command.ACK_EVENTS, EventAck(1), retries=0)
+    stats = bus.stats((1,))
+
+    assert reply == EventAckResult(0)
+    assert stats.echoes == echoes
+    assert stats.foreign_frames == foreign
+
+
+async def test_request_without_port_fails() -> None:
+    bus = BusClient(config(), SystemClock())
+    with pytest.raises(NotConnectedError, match="not open"):
+        await bus.request(1, Command.IDENTIFY, Empty(), retries=0)
+
+
+async def test_priority_lock_serves_ejects_first() -> None:
+    lock = PriorityLock()
+    order: list[str] = []
+    await lock.acquire(PRIORITY_POLL)
+
+    async def take(name: str, priority: int) -> None:
+        async with lock.hold(priority):
+            order.append(name)
+
+    tasks = [
+        asyncio.create_task(take("poll-1", PRIORITY_POLL)),
+        asyncio.create_task(take("poll-2", PRIORITY_POLL)),
+        asyncio.create_task(take("eject", PRIORITY_EJECT)),
+    ]
+    await asyncio.sleep(0)
+    lock.release()
+    await asyncio.gather(*tasks)
+
+    assert order == ["eject", "poll-1", "poll-2"]
+    assert not lock.locked
+
+
+async def test_priority_lock_survives_cancelled_waiter() -> None:
+    lock = PriorityLock()
+    await lock.acquire(PRIORITY_POLL)
+    waiter = asyncio.create_task(lock.acquire(PRIORITY_EJECT))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiter
+    lock.release()
+
+    assert not lock.locked
