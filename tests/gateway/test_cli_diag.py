@@ -302,10 +302,11 @@ def test_daemon_error_translated(
     assert chinese in result_zh.stderr
 
 
-def test_events_follow_prints_live_events(app: typer.Typer, running: RunningDaemon) -> None:
-    args = ["events", "--follow", "--limit", "1", "--socket", str(running.path)]
+def _follow(app: typer.Typer, running: RunningDaemon, *extra: str) -> Result:
+    """Run `events --follow` while the fake daemon sends one live event and ends the stream."""
+    args = ["events", "--follow", "--limit", "1", "--socket", str(running.path), *extra]
     with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(invoke, app, [*args, "--lang", "zh-CN"])
+        future = pool.submit(invoke, app, args)
         asyncio.run_coroutine_threadsafe(running.daemon.following.wait(), running.loop).result(
             WAIT_S
         )
@@ -313,11 +314,23 @@ def test_events_follow_prints_live_events(app: typer.Typer, running: RunningDaem
         running.run(lambda: running.daemon.live.put_nowait(live))
         # The fake ends the stream on None, as if the daemon stopped.
         running.run(lambda: running.daemon.live.put_nowait(None))
-        result = future.result(WAIT_S)
+        return future.result(WAIT_S)
+
+
+def test_events_follow_prints_live_events(app: typer.Typer, running: RunningDaemon) -> None:
+    result = _follow(app, running, "--lang", "zh-CN")
     assert result.exit_code == 0, result.output
     assert "正在跟踪事件" in result.stderr
     assert "bank returned #3" in result.stdout
     assert "3 号仓位  lock stuck" in result.stdout
+
+
+def test_events_follow_json_lines(app: typer.Typer, running: RunningDaemon) -> None:
+    result = _follow(app, running, "--json")
+    assert result.exit_code == 0, result.output
+    records = [EventRecord.model_validate_json(line) for line in result.stdout.splitlines()]
+    assert [record.seq for record in records] == [3, 11]
+    assert records[1].summary == "lock stuck"
 
 
 def test_bundle_archive_has_no_secrets(
