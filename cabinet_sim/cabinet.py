@@ -205,6 +205,7 @@ class Cabinet:
 
     def port_down(self, duration_s: float | None = None) -> None:
         """Make the serial port disappear, for `duration_s` seconds or until `port_up`."""
+        self.update()
         if self._port_timer is not None:
             self._port_timer.cancel()
             self._port_timer = None
@@ -217,6 +218,7 @@ class Cabinet:
             self._port_timer = self.timeline.schedule_in(duration_s, self.port_up)
 
     def port_up(self) -> None:
+        self.update()
         if self._port_timer is not None:
             self._port_timer.cancel()
             self._port_timer = None
@@ -244,6 +246,7 @@ class Cabinet:
         `seated=False` is a bank not pushed fully in, `backwards=True` one inserted the wrong
         way round, `readable=False` one whose id chip does not answer.
         """
+        self.update()
         if bank is None:
             bank = Bank(
                 bank_id=bank_id if bank_id is not None else random_bank_id(self.rng),
@@ -258,16 +261,19 @@ class Cabinet:
 
     def remove_bank(self, slot: int) -> Bank:
         """Pull the bank out of an open slot (take window, forced latch or unreturned lock)."""
+        self.update()
         where = self.locate(slot)
         return self.boards[where.board].remove(where.slot)
 
     def take(self, slot: int) -> Bank:
         """Take the bank during its take window, as a renter does."""
+        self.update()
         if self.slot(slot).window is None:
             raise SimulationError(f"cabinet slot {slot} has no take window running")
         return self.remove_bank(slot)
 
     def force_open(self, slot: int) -> None:
+        self.update()
         where = self.locate(slot)
         self.boards[where.board].force_open(where.slot)
 
@@ -277,14 +283,17 @@ class Cabinet:
         return self.remove_bank(slot) if self.slot(slot).bank is not None else None
 
     def set_fault(self, slot: int, fault: InjectedFault, active: bool = True) -> None:
+        self.update()
         where = self.locate(slot)
         self.boards[where.board].set_fault(where.slot, fault, active)
 
     def set_temperature(self, slot: int, celsius: float) -> None:
+        self.update()
         bank = self._bank_in(slot)
         bank.temperature_c = celsius
 
     def set_charge(self, slot: int, percent: float) -> None:
+        self.update()
         if not 0 <= percent <= 100:
             raise SimulationError(f"charge {percent} is outside 0..100 %")
         bank = self._bank_in(slot)
@@ -298,9 +307,11 @@ class Cabinet:
 
     def set_board_silent(self, address: int, silent: bool = True) -> None:
         """Make a board stop answering (or answer again); it keeps working meanwhile."""
+        self.update()
         self.board(address).silent = silent
 
     def power_cycle(self, address: int, reason: BootReason = BootReason.POWER_ON) -> None:
+        self.update()
         self.board(address).boot(reason)
 
     # Start-up

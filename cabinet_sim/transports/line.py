@@ -17,10 +17,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from cabinet_sim.cabinet import Cabinet
+from cabinet_sim.clock import ManualClock
 from protocol.slotbus.constants import wire_time_s
 
 logger = logging.getLogger(__name__)
 
+TICK_S = 0.05
+"""Real seconds between catch-ups of a self-running clock, so timers fire without traffic."""
 PACING_SLICE_S = 0.002
 """With pacing on, bytes are written in slices of about this much wire time."""
 
@@ -142,3 +145,16 @@ class CabinetLine:
         delay = when - asyncio.get_running_loop().time()
         if delay > 0:
             await asyncio.sleep(delay)
+
+
+async def keep_up(cabinet: Cabinet, interval_s: float = TICK_S) -> None:
+    """Bring `cabinet` up to its clock every `interval_s` until cancelled.
+
+    Timers (take windows, a port coming back) then fire on time even when the line is idle.
+    A ManualClock only moves when told to, so there is nothing to do for it.
+    """
+    if isinstance(cabinet.clock, ManualClock):
+        return
+    while True:
+        cabinet.update()
+        await asyncio.sleep(interval_s)

@@ -15,7 +15,7 @@ from typing import Self
 
 from cabinet_sim.cabinet import Cabinet
 from cabinet_sim.notices import Notice, NoticeKind
-from cabinet_sim.transports.line import CabinetLine, Shaping
+from cabinet_sim.transports.line import CabinetLine, Shaping, keep_up
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class MemoryLink:
         self.shaping = shaping
         self.master_socket: socket.socket | None = None
         self._task: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
         self._stopped: set[asyncio.Task[None]] = set()  # cancelled at port down, awaited on exit
         self._unsubscribe = cabinet.subscribe(self._on_notice)
         self.reopened = asyncio.Event()
@@ -45,6 +46,9 @@ class MemoryLink:
 
     async def __aenter__(self) -> Self:
         self._open()
+        self._ticker = asyncio.get_running_loop().create_task(
+            keep_up(self.cabinet), name="memory-clock"
+        )
         return self
 
     async def __aexit__(
@@ -92,6 +96,10 @@ class MemoryLink:
             sock.close()
 
     async def _close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._stopped.add(self._ticker)
+            self._ticker = None
         if self._task is not None:
             self._task.cancel()
             self._stopped.add(self._task)

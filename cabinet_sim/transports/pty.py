@@ -13,7 +13,7 @@ from typing import Self
 
 from cabinet_sim.cabinet import Cabinet
 from cabinet_sim.notices import Notice, NoticeKind
-from cabinet_sim.transports.line import CabinetLine, Shaping
+from cabinet_sim.transports.line import CabinetLine, Shaping, keep_up
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class PtyTransport:
         self.slave_path: str | None = None
         self._incoming: asyncio.Queue[bytes] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
         self._unsubscribe = cabinet.subscribe(self._on_notice)
 
     @property
@@ -57,9 +58,9 @@ class PtyTransport:
 
     async def __aenter__(self) -> Self:
         self._open_pty()
-        self._task = asyncio.get_running_loop().create_task(
-            self._line.serve(self._read, self._write), name="pty-transport"
-        )
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._line.serve(self._read, self._write), name="pty-line")
+        self._ticker = loop.create_task(keep_up(self.cabinet), name="pty-clock")
         return self
 
     async def __aexit__(
@@ -69,10 +70,11 @@ class PtyTransport:
         traceback: TracebackType | None,
     ) -> None:
         self._unsubscribe()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._ticker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self._close_pty()
 
     def _open_pty(self) -> None:

@@ -10,7 +10,7 @@ from typing import Self
 
 from cabinet_sim.cabinet import Cabinet
 from cabinet_sim.notices import Notice, NoticeKind
-from cabinet_sim.transports.line import CabinetLine, Shaping
+from cabinet_sim.transports.line import CabinetLine, Shaping, keep_up
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class TcpTransport:
         self._connections: set[asyncio.Task[None]] = set()
         self._stopped: set[asyncio.Task[None]] = set()
         self._restart: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
         self._unsubscribe = cabinet.subscribe(self._on_notice)
         self.serving = asyncio.Event()
         """Set while the server accepts connections."""
@@ -54,6 +55,9 @@ class TcpTransport:
 
     async def __aenter__(self) -> Self:
         await self._start()
+        self._ticker = asyncio.get_running_loop().create_task(
+            keep_up(self.cabinet), name="tcp-clock"
+        )
         return self
 
     async def __aexit__(
@@ -65,9 +69,10 @@ class TcpTransport:
         self._unsubscribe()
         self._stop()
         pending = set(self._stopped)
-        if self._restart is not None:
-            pending.add(self._restart)
-            self._restart.cancel()
+        for task in (self._restart, self._ticker):
+            if task is not None:
+                pending.add(task)
+                task.cancel()
         for task in pending:
             with contextlib.suppress(asyncio.CancelledError):
                 await task

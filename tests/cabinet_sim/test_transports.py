@@ -8,7 +8,7 @@ from pathlib import Path
 
 import serial
 
-from cabinet_sim import Cabinet, MonotonicClock
+from cabinet_sim import Cabinet, MonotonicClock, NoticeKind
 from cabinet_sim.transports import CabinetLine, MemoryLink, PtyTransport, Shaping
 from protocol.slotbus import (
     Command,
@@ -127,3 +127,15 @@ async def test_pty_symlink_survives_port_loss(tmp_path: Path) -> None:
         received, _ = await asyncio.to_thread(_pyserial_exchange, str(link), IDENTIFY)
         assert Deframer().feed(received)[0].sequence == 42
     assert not link.exists()
+
+
+async def test_port_returns_without_traffic(tmp_path: Path) -> None:
+    cabinet = Cabinet(empty_config(), clock=MonotonicClock(speed=100.0))
+    back = asyncio.Event()
+    cabinet.subscribe(lambda notice: back.set() if notice.kind is NoticeKind.PORT_UP else None)
+    link = tmp_path / "ttySIM1"
+    async with PtyTransport(cabinet, link_path=link, pacing=False):
+        cabinet.port_down(1.0)  # 10 ms of real time at speed 100
+        assert not link.exists()
+        await asyncio.wait_for(back.wait(), 2.0)
+        assert link.exists()
