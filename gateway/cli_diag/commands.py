@@ -346,7 +346,9 @@ def bundle(
     session = open_session(json_output, socket, lang, config)
     with reporting_errors(session):
         reply = session.client.bundle()
-    path = output or Path.cwd() / default_name(reply)
+    path = output or Path.cwd()
+    if path.is_dir():
+        path = path / default_name(reply)
     try:
         members = write_bundle(reply, path)
     except OSError as error:

@@ -21,6 +21,7 @@ from gateway.control import (
     DEFAULT_SOCKET_PATH,
     ControlAccessDeniedError,
     ControlClient,
+    ControlError,
     ControlProtocolError,
     ControlTimeoutError,
     DaemonNotRunningError,
@@ -196,6 +197,8 @@ def reporting_errors(session: Session) -> Iterator[None]:
         session.fail("timeout", text, str(error))
     except ControlProtocolError as error:
         session.fail("protocol_error", _("Unexpected reply from the daemon."), str(error))
+    except ControlError as error:
+        session.fail("control_error", _("Cannot talk to the daemon."), str(error))
     except ApiError as error:
         text = API_ERRORS.get(error.code, N_("The daemon reported an error."))
         session.fail(error.code.value, _(text), error.message)

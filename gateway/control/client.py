@@ -30,6 +30,7 @@ from gateway.api import (
 from gateway.control.wire import (
     MAX_REPLY_BYTES,
     ControlAccessDeniedError,
+    ControlError,
     ControlProtocolError,
     ControlTimeoutError,
     DaemonNotRunningError,
@@ -51,7 +52,7 @@ class ControlClient:
         self.path = path
         self.timeout_s = timeout_s
         self._next_id = 1
-        self._buffer = b""
+        self._buffer = bytearray()
 
     def status(self) -> StatusReply:
         return self._typed("status", {}, StatusReply)
@@ -158,34 +159,46 @@ class ControlClient:
         except PermissionError as error:
             conn.close()
             raise ControlAccessDeniedError(self.path) from error
-        except OSError:
+        except OSError as error:  # for example a path too long for a Unix socket
             conn.close()
-            raise
+            raise ControlError(f"cannot connect to {self.path}: {error}") from error
         try:
             with conn:
-                self._buffer = b""
+                self._buffer = bytearray()
                 yield conn
         finally:
-            self._buffer = b""
+            self._buffer = bytearray()
 
     def _send(self, conn: socket.socket, method: str, params: dict[str, Any]) -> int:
         request_id = self._next_id
         self._next_id += 1
-        conn.sendall(encode({"id": request_id, "method": method, "params": params}))
+        try:
+            conn.sendall(encode({"id": request_id, "method": method, "params": params}))
+        except TimeoutError as error:
+            raise ControlTimeoutError(method, conn.gettimeout() or 0.0) from error
+        except OSError as error:
+            raise ControlProtocolError(
+                f"connection lost while sending {method}: {error}"
+            ) from error
         return request_id
 
     def _read(self, conn: socket.socket, method: str, timeout_s: float | None) -> dict[str, Any]:
-        while b"\n" not in self._buffer:
+        searched = 0  # bytes of the buffer already known to contain no newline
+        while (end := self._buffer.find(b"\n", searched)) < 0:
             if len(self._buffer) > MAX_REPLY_BYTES:
                 raise ControlProtocolError(f"reply to {method} larger than {MAX_REPLY_BYTES} bytes")
+            searched = len(self._buffer)
             try:
                 chunk = conn.recv(65536)
             except TimeoutError as error:
                 raise ControlTimeoutError(method, timeout_s or 0.0) from error
+            except OSError as error:
+                raise ControlProtocolError(f"connection lost during {method}: {error}") from error
             if not chunk:
                 raise ControlProtocolError(f"the daemon closed the connection during {method}")
             self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
         try:
             message = json.loads(line)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:

@@ -39,6 +39,8 @@ from gateway.control.wire import (
 
 logger = logging.getLogger(__name__)
 
+_MAX_UNIX_PATH_BYTES = 108  # sun_path size on Linux, including the terminating NUL
+
 MAX_CLIENTS = 16
 """Connected clients served at once; a client beyond this gets an `unavailable` error."""
 
@@ -111,6 +113,11 @@ class ControlServer:
         Raises ControlSocketInUseError when another process listens on the path, and
         ControlSocketSetupError when the path is not a socket or the group cannot be set.
         """
+        if len(os.fsencode(self._path)) >= _MAX_UNIX_PATH_BYTES:
+            raise ControlSocketSetupError(
+                f"control socket path {self._path} is longer than {_MAX_UNIX_PATH_BYTES - 1} "
+                "bytes, the limit for Unix sockets on Linux: configure a shorter path"
+            )
         await self._remove_stale_socket()
         # NOTE: between bind and chmod the socket has the mode the umask allows, so the
         # parent directory should be 0750 or stricter (systemd RuntimeDirectoryMode).

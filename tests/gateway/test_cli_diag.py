@@ -373,6 +373,14 @@ def test_bundle_default_name_in_both_languages(
     assert archive.stat().st_mode & 0o077 == 0  # readable by its owner only
 
 
+def test_bundle_into_directory(app: typer.Typer, running: RunningDaemon, tmp_path: Path) -> None:
+    result = cli(app, running, "bundle", "-o", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    [archive] = tmp_path.glob("cabinet-CAB-0042-support-*.tar.gz")
+    assert "Support bundle written to" in result.output
+    assert tarfile.is_tarfile(archive)
+
+
 def test_redact_secrets_cases() -> None:
     config = {
         "mqtt": {"url": "mqtts://gw:pa55@broker:8883", "username": "gw", "keepalive_s": 30},

@@ -46,6 +46,7 @@ from gateway.api import (
 from gateway.control import (
     MAX_REQUEST_BYTES,
     ControlClient,
+    ControlProtocolError,
     ControlServer,
     ControlSocketInUseError,
     ControlSocketSetupError,
@@ -117,6 +118,10 @@ class FakeDaemon(DaemonApi):
         self.busy_slots: set[int] = set()
         self.failing_slots: set[int] = set()
         self.crash = False
+        self.log_lines = [
+            "INFO connected to mqtts://gw:hunter2-fake@broker.test:8883",
+            "WARNING board 2 timed out",
+        ]
 
     def _slot(self, slot: int) -> SlotInfo:
         for info in self.slot_list:
@@ -329,10 +334,7 @@ class FakeDaemon(DaemonApi):
             config=self.config,
             status=await self.status(),
             recent_events=self.history,
-            log_lines=[
-                "INFO connected to mqtts://gw:hunter2-fake@broker.test:8883",
-                "WARNING board 2 timed out",
-            ],
+            log_lines=self.log_lines,
         )
 
 
@@ -601,3 +603,32 @@ async def test_close_disconnects_clients(tmp_path: Path) -> None:
     assert await asyncio.wait_for(reader.read(), WAIT_S) == b""
     assert not server.path.exists()
     writer.close()
+
+
+async def test_long_socket_path_rejected(tmp_path: Path) -> None:
+    path = tmp_path / ("d" * 120) / "control.sock"
+    with pytest.raises(ControlSocketSetupError, match="configure a shorter path"):
+        await ControlServer(FakeDaemon(), path, None).start()
+
+
+async def test_large_reply_read_in_chunks(tmp_path: Path) -> None:
+    daemon = FakeDaemon()
+    daemon.log_lines = [f"line {index} " + "x" * 1000 for index in range(3000)]  # about 3 MB
+    async with serving(tmp_path, daemon) as (server, _):
+        bundle = await asyncio.to_thread(ControlClient(server.path).bundle)
+    assert bundle.log_lines == daemon.log_lines
+
+
+async def test_client_reports_connection_closed(tmp_path: Path) -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.close()
+
+    path = tmp_path / "control.sock"
+    server = await asyncio.start_unix_server(hang_up, path=str(path))
+    try:
+        with pytest.raises(ControlProtocolError, match="closed the connection during status"):
+            await asyncio.to_thread(ControlClient(path).status)
+    finally:
+        server.close()
+        await server.wait_closed()
