@@ -14,7 +14,8 @@ from gateway.cli_diag import commands
 from gateway.cli_diag.helptext import TranslatedCommand, TranslatedGroup
 from gateway.i18n import N_
 
-__all__ = ["register"]
+# TranslatedCommand and TranslatedGroup are for other commands whose help is marked with N_().
+__all__ = ["TranslatedCommand", "TranslatedGroup", "register"]
 
 
 def register(app: typer.Typer) -> None:
