@@ -28,7 +28,7 @@ class Bank:
     temperature_c: float = 25.0
     cycles: int = 0
     readable: bool = True
-    """False when the id chip does not answer (the board then sees no id and no data)."""
+    """False when the id chip does not respond, so the board reads no id and no data."""
     extra_heating_c: float = 0.0
     """Additional temperature rise while charging, to model a bank that runs hot."""
     current_ma: float = 0.0

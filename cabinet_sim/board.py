@@ -61,7 +61,7 @@ _M = TypeVar("_M", bound=Message)
 
 
 class Rejected(Exception):
-    """A request the board answers with an error status."""
+    """A request that gets an error status in its response."""
 
     def __init__(self, status: Status) -> None:
         super().__init__(status.name)

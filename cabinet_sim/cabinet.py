@@ -244,7 +244,7 @@ class Cabinet:
         """Insert a bank (a new random one unless given); the board reports it after debounce.
 
         `seated=False` is a bank not pushed fully in, `backwards=True` one inserted the wrong
-        way round, `readable=False` one whose id chip does not answer.
+        way round, `readable=False` one whose id chip does not respond.
         """
         self.update()
         if bank is None:
@@ -306,7 +306,7 @@ class Cabinet:
         return bank
 
     def set_board_silent(self, address: int, silent: bool = True) -> None:
-        """Make a board stop answering (or answer again); it keeps working meanwhile."""
+        """Make a board stop responding (or respond again); it keeps working meanwhile."""
         self.update()
         self.board(address).silent = silent
 

@@ -13,7 +13,7 @@ class Clock(Protocol):
 
 
 class ManualClock:
-    """A clock that moves only when told to, so tests control time exactly."""
+    """A clock that moves only through `advance` and `set`, so tests control time exactly."""
 
     def __init__(self, start: float = 0.0) -> None:
         self._now = start

@@ -21,7 +21,7 @@ MAX_CABINET_SLOTS = 48
 
 @dataclass(frozen=True, slots=True)
 class SlotAddress:
-    """Where a cabinet slot lives on the bus: board address and the board's local slot."""
+    """Bus location of a cabinet slot: board address and the board's local slot."""
 
     board: int
     slot: int
@@ -131,7 +131,7 @@ class SimConfig(_Model):
         return tuple(self.boards)
 
     def slot_map(self) -> tuple[SlotAddress, ...]:
-        """Return the bus address of cabinet slots 1..N; index 0 holds slot 1."""
+        """Return the bus location of cabinet slots 1..N; index 0 is slot 1."""
         return tuple(
             SlotAddress(board, local)
             for board in self.board_addresses()

@@ -32,7 +32,7 @@ help"""
 
 
 class ControlError(Exception):
-    """A control command that is invalid or cannot be carried out; the message says why."""
+    """A control command that is invalid or cannot be carried out, with the reason."""
 
 
 def _int(text: str, what: str) -> int:
@@ -199,7 +199,9 @@ class Controller:
         elif action == "reboot":
             self.cabinet.power_cycle(address)
         else:
-            raise ControlError(f"unknown board action {action!r}; use silent, answer or reboot")
+            raise ControlError(
+                f"unknown board action {action!r}; use silent, answer (respond again) or reboot"
+            )
         return f"board {address}: {action}"
 
     def _link(self, arguments: list[str]) -> str:

@@ -77,7 +77,7 @@ class EventQueue:
 
 @dataclass(slots=True)
 class TokenRecord:
-    """What a board remembers of one accepted unlock token."""
+    """A board's record of one accepted unlock token."""
 
     slot: int
     result: UnlockCode

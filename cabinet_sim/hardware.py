@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 PRESENCE_DEBOUNCE_S = 0.2
 """The presence switch must be stable this long before a board reports an insertion."""
 REBOOT_S = 0.5
-"""A board does not answer for this long after a commanded reset or a power cycle."""
+"""A board does not respond for this long after a commanded reset or a power cycle."""
 
 
 class SimulationError(Exception):
@@ -62,7 +62,7 @@ class BoardHardware:
         self.boot_time = timeline.now
         self.ready_at = timeline.now
         self.silent = False
-        """A silent board keeps working but neither reads the bus nor answers."""
+        """A silent board keeps working but neither reads the bus nor responds."""
         self._window_timers: dict[int, TimerHandle] = {}
         self._charging_order: list[int] = []
 
@@ -131,7 +131,7 @@ class BoardHardware:
     ) -> None:
         slot = self.slot(number)
         if slot.bank is not None:
-            raise SimulationError(f"slot {number} of board {self.address} already holds a bank")
+            raise SimulationError(f"slot {number} of board {self.address} already contains a bank")
         slot.bank = bank
         slot.seated = seated
         slot.backwards = backwards

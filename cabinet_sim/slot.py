@@ -63,7 +63,7 @@ class Slot:
     seated: bool = True  # pushed fully in
     backwards: bool = False
     detected: bool = False
-    """Presence as the board sees it, after the switch has been stable for the debounce time."""
+    """Presence as the board reports it, after the switch was stable for the debounce time."""
     insert_count: int = 0  # changes with every physical insertion or removal
     lock: LockState = LockState.LOCKED
     window: TakeWindow | None = None
@@ -143,7 +143,7 @@ class Slot:
         return failed
 
     def wants_charge(self, recharge_below: float) -> bool:
-        """Whether the bank needs charging, ignoring the board's limit and any cutoff."""
+        """Return whether the bank needs charging, ignoring the board's limit and any cutoff."""
         if not self.detected or not self.id_readable or self.bank is None:
             return False
         if self.topped_up:

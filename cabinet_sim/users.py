@@ -20,7 +20,7 @@ SECONDS_PER_HOUR = 3600.0
 
 
 class UserBehaviour(BaseModel):
-    """How people behave. Probabilities are in 0..1, rates are per hour of simulation time."""
+    """Behaviour of people at the cabinet. Probabilities are in 0..1, rates per simulated hour."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -39,7 +39,7 @@ class UserBehaviour(BaseModel):
 @dataclass(slots=True)
 class UserStats:
     taken: int = 0
-    left: int = 0  # ejected banks nobody took
+    left: int = 0  # ejected banks that no renter took
     returned: int = 0
     returned_badly: int = 0  # not pushed in, backwards or unreadable
     tampered: int = 0

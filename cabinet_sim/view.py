@@ -64,7 +64,11 @@ class CabinetView:
         port = "up" if cabinet.port_online else "DOWN"
         header = Text(f"{self.title}  t={cabinet.now:.1f} s  port {self.device} {port}\n")
         for address, board in cabinet.boards.items():
-            state = "silent" if board.silent else "rebooting" if not board.responsive else "ok"
+            state = "ok"
+            if board.silent:
+                state = "silent"
+            elif not board.responsive:
+                state = "rebooting"
             header.append(
                 f"board {address}: {state}, boot {board.boot_count}, "
                 f"{board.events.pending} events pending, {board.events.dropped} dropped   ",

@@ -151,7 +151,7 @@ async def keep_up(cabinet: Cabinet, interval_s: float = TICK_S) -> None:
     """Bring `cabinet` up to its clock every `interval_s` until cancelled.
 
     Timers (take windows, a port coming back) then fire on time even when the line is idle.
-    A ManualClock only moves when told to, so there is nothing to do for it.
+    A ManualClock moves only through `advance`, so this returns at once for it.
     """
     if isinstance(cabinet.clock, ManualClock):
         return

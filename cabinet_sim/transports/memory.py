@@ -25,9 +25,9 @@ READ_SIZE = 4096
 class MemoryLink:
     """A serial line to `cabinet` inside the process. Use as `async with MemoryLink(c) as link`.
 
-    Pacing is off unless asked for, so unit tests run at full speed. When the cabinet's port
-    goes down the cabinet end closes (the master reads end of stream); when it comes back a new
-    pair is made and `master_socket` changes, so the master must reopen, as after a USB unplug.
+    Pacing is off unless requested, so unit tests run at full speed. When the cabinet's port
+    goes down, the cabinet end closes and the master reads end of stream. When the port comes
+    back, a new pair replaces `master_socket`, so the master must reopen, as after a USB unplug.
     """
 
     def __init__(

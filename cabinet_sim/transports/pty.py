@@ -123,8 +123,8 @@ class PtyTransport:
         try:
             os.write(self._master_fd, data)
         except BlockingIOError:
-            # Nobody reads the port and its buffer is full: a UART without flow control
-            # loses the bytes too.
+            # The port's buffer is full because no process reads it. A UART without flow
+            # control loses the bytes too.
             logger.debug("pseudo-terminal buffer full, %d bytes lost", len(data))
         except OSError as exc:
             logger.warning("writing the pseudo-terminal failed: %s", exc)
