@@ -133,6 +133,9 @@ class CloudConfig(BaseModel):
         default=30, ge=0, description="MQTT 5 will delay, so a short reconnect is not an outage."
     )
     heartbeat_interval_s: float = Field(default=300.0, gt=0.0)
+    connect_timeout_s: float = Field(
+        default=30.0, gt=0.0, description="Seconds to wait for TCP, TLS and CONNACK."
+    )
     reconnect_min_s: float = Field(default=1.0, gt=0.0)
     reconnect_max_s: float = Field(default=300.0, gt=0.0)
     flap_window_s: float = Field(

@@ -17,6 +17,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from cloud_link.tls import LinkTlsContext
+
 # MQTT 5 reason codes used by the outbox.
 RC_SUCCESS = 0x00
 RC_NO_MATCHING_SUBSCRIBERS = 0x10
@@ -41,6 +43,11 @@ class PublishFailedError(aiomqtt.MqttError):
 class LinkClient(aiomqtt.Client):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._tls_context = kwargs.get("tls_context")
+        # A TLS alert the broker sent, for example when it rejects the client certificate.
+        # Under TLS 1.3 it arrives after the handshake, so paho only logs it.
+        self.tls_alert: str | None = None
+        self._client.on_log = self._record_tls_alert
         self._acks: dict[int, asyncio.Future[int]] = {}
         self.certificate_error: ssl.SSLError | None = None
         # Limits the broker announced in its MQTT 5 CONNACK.
@@ -111,13 +118,34 @@ class LinkClient(aiomqtt.Client):
         properties: Properties | None = None,
     ) -> None:
         super()._on_disconnect(client, userdata, flags, reason_code, properties)
+        if not self._connected.done():
+            # aiomqtt would wait for its timeout; a connection closed before CONNACK fails now.
+            self._connected.set_exception(
+                aiomqtt.MqttError(f"connection closed before CONNACK: {reason_code}")
+            )
         for future in self._acks.values():
             if not future.done():
                 future.set_exception(aiomqtt.MqttError("disconnected before PUBACK"))
 
+    def forget_disconnect_error(self) -> None:
+        """Mark aiomqtt's disconnect error as retrieved; the session logged the loss already.
+
+        Without this, asyncio logs "Future exception was never retrieved" for every loss.
+        """
+        future = self._disconnected
+        if future.done() and not future.cancelled():
+            future.exception()
+
+    def _record_tls_alert(self, client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
+        if "ALERT" in text.upper() and "SSL" in text.upper():
+            self.tls_alert = text
+
     def _client_connect(self) -> None:
         try:
             super()._client_connect()
-        except ssl.SSLError as exc:
-            self.certificate_error = exc
+        except OSError as exc:
+            if isinstance(exc, ssl.SSLError):
+                self.certificate_error = exc
+            if isinstance(self._tls_context, LinkTlsContext):
+                self._tls_context.close_last_socket()
             raise

@@ -48,7 +48,7 @@ from cloud_link.outbox import Outbox
 from cloud_link.publisher import Publisher, PublisherCounters
 from cloud_link.signing import load_trusted_keys
 from cloud_link.storage import Storage
-from cloud_link.tls import build_tls_context, is_certificate_error
+from cloud_link.tls import build_tls_context, is_certificate_alert, is_certificate_error
 from cloud_link.topics import Topics
 from protocol.cabinet import LinkState
 
@@ -158,13 +158,17 @@ class CloudLink:
     async def run(self) -> None:
         """Keep the session up until `stop()`; raises `CloudConfigError` on fatal errors."""
         self.commands.prune()
-        async with asyncio.TaskGroup() as tasks:
-            dispatcher = tasks.create_task(self._dispatcher.run(), name="cloud-commands")
-            heartbeat = tasks.create_task(self._heartbeat_loop(), name="cloud-heartbeat")
-            maintenance = tasks.create_task(self._maintenance_loop(), name="cloud-maintenance")
-            await self._connection_loop()
-            for task in (dispatcher, heartbeat, maintenance):
-                task.cancel()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                dispatcher = tasks.create_task(self._dispatcher.run(), name="cloud-commands")
+                heartbeat = tasks.create_task(self._heartbeat_loop(), name="cloud-heartbeat")
+                maintenance = tasks.create_task(self._maintenance_loop(), name="cloud-maintenance")
+                await self._connection_loop()
+                for task in (dispatcher, heartbeat, maintenance):
+                    task.cancel()
+        except* CloudConfigError as group:
+            # Callers handle one fatal error, not the task group around it.
+            raise group.exceptions[0] from None
 
     def stop(self) -> None:
         """Ask `run()` to flush for up to `shutdown_flush_s`, publish offline and return."""
@@ -283,6 +287,7 @@ class CloudLink:
                 )
             finally:
                 self._connected.clear()
+                client.forget_disconnect_error()
             if connected_at is None:
                 self._connect_failures += 1
             else:
@@ -293,13 +298,12 @@ class CloudLink:
                 await self._pause_before_reconnect()
 
     async def _serve(self, client: LinkClient) -> None:
-        await self._on_connect(client)
         try:
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(
-                    self._publisher.run(client, self._ack_timeout_s()), name="cloud-publisher"
-                )
+                # The receiver starts first: it notices a lost connection even while the
+                # subscribe or the online publish is still waiting for its acknowledgement.
                 tasks.create_task(self._receive(client), name="cloud-receiver")
+                tasks.create_task(self._start_publishing(client), name="cloud-publisher")
                 tasks.create_task(self._stop_when_requested(client), name="cloud-stop")
         except* _StopServing:
             logger.info("session stopped on request")
@@ -308,10 +312,14 @@ class CloudLink:
             first = group.exceptions[0]
             raise aiomqtt.MqttError(f"connection lost: {first}") from first
 
+    async def _start_publishing(self, client: LinkClient) -> None:
+        await self._on_connect(client)
+        await self._publisher.run(client, self._ack_timeout_s())
+
     async def _on_connect(self, client: LinkClient) -> None:
         """Resubscribe, mark the cabinet online and queue a fresh birth."""
         self._connects += 1
-        await client.subscribe(self.topics.command, qos=1)
+        await client.subscribe(self.topics.command, qos=1, timeout=self._ack_timeout_s())
         await client.publish_acked(
             self.topics.status,
             self._status_payload("online"),
@@ -395,6 +403,9 @@ class CloudLink:
         failure = client.certificate_error
         if failure is not None and is_certificate_error(failure):
             raise CloudConfigError(f"TLS certificate rejected: {failure}") from exc
+        alert = client.tls_alert
+        if alert is not None and is_certificate_alert(alert):
+            raise CloudConfigError(f"broker rejected the client certificate: {alert}") from exc
 
     def _make_client(self) -> LinkClient:
         config = self.config
@@ -421,7 +432,7 @@ class CloudLink:
             clean_session=None if self._mqtt5 else False,
             clean_start=False if self._mqtt5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
             keepalive=config.keepalive_s,
-            timeout=self._ack_timeout_s(),
+            timeout=config.connect_timeout_s,
             properties=connect_properties,
             tls_context=self._tls_context,
             max_inflight_messages=config.outbox.max_in_flight + 4,

@@ -9,25 +9,36 @@ from cloud_link.config import TlsConfig
 from cloud_link.errors import CloudConfigError
 
 
-class _NamedContext(ssl.SSLContext):
-    """Verifies the broker certificate against a fixed name instead of the connect host."""
+class LinkTlsContext(ssl.SSLContext):
+    """Client context that can verify a fixed broker name and close a failed handshake's socket.
+
+    paho-mqtt 2.x leaves the socket open when the handshake fails, so the link closes
+    `last_socket` itself.
+    """
 
     verify_name: str | None = None
+    last_socket: ssl.SSLSocket | None = None
 
     def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
         if self.verify_name is not None:
             kwargs["server_hostname"] = self.verify_name
-        return super().wrap_socket(*args, **kwargs)
+        self.last_socket = super().wrap_socket(*args, **kwargs)
+        return self.last_socket
+
+    def close_last_socket(self) -> None:
+        if self.last_socket is not None:
+            self.last_socket.close()
+            self.last_socket = None
 
 
-def build_tls_context(config: TlsConfig) -> ssl.SSLContext | None:
+def build_tls_context(config: TlsConfig) -> LinkTlsContext | None:
     """Return the client TLS context, or None when TLS is explicitly disabled.
 
     Raises `CloudConfigError` when a file is missing or unusable.
     """
     if not config.enabled:
         return None
-    context = _NamedContext(ssl.PROTOCOL_TLS_CLIENT)
+    context = LinkTlsContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.verify_name = config.server_hostname
     try:
@@ -37,6 +48,12 @@ def build_tls_context(config: TlsConfig) -> ssl.SSLContext | None:
     except (OSError, ssl.SSLError) as exc:
         raise CloudConfigError(f"cannot load TLS files: {exc}") from exc
     return context
+
+
+def is_certificate_alert(text: str) -> bool:
+    """Return whether a TLS alert text from the broker is about our certificate."""
+    upper = text.upper()
+    return "CERTIFICATE" in upper or "UNKNOWN_CA" in upper or "UNKNOWN CA" in upper
 
 
 def is_certificate_error(exc: BaseException) -> bool:

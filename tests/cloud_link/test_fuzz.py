@@ -8,7 +8,7 @@ import random
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud_link import CommandRejectReason, CommandStatus, EjectCommand
+from cloud_link import CommandRejectReason, CommandResult, CommandStatus, EjectCommand
 from tests.cloud_link.conftest import (
     CABINET,
     LinkFactory,
@@ -126,7 +126,7 @@ async def test_rejection_flood_is_rate_limited(
             await backend.publish(COMMAND_TOPIC, f"not json {index}".encode())
         # Payloads are handled in order, so the valid command's result comes after the flood.
         await backend.publish(COMMAND_TOPIC, command_payload(signing_key, EjectCommand()))
-        results = []
+        results: list[CommandResult] = []
         while not results or results[-1].status is CommandStatus.REJECTED:
             results.append(result_of(await backend.next_on("/cmd/result")))
         counters = link.stats().commands
