@@ -1,17 +1,19 @@
-"""Console entry point of cabinet-gateway.
-
-NOTE: placeholder with only the diagnostics commands. The daemon's own commands (`run`,
-`config check`, `sim`, `demo`, `cloud`) are added here by the daemon work.
-"""
+"""Console entry point of cabinet-gateway (`cabinet-gateway`, short alias `cgw`)."""
 
 from __future__ import annotations
 
 import typer
 
-from gateway.cli_diag import register
+from gateway import cli_daemon, cli_diag
+from gateway.cli_diag import TranslatedGroup
 
-app = typer.Typer(no_args_is_help=True, help="Gateway daemon for shared power-bank cabinets.")
-register(app)
+app = typer.Typer(
+    cls=TranslatedGroup,
+    no_args_is_help=True,
+    help="Gateway daemon for shared power-bank cabinets.",
+)
+cli_daemon.register(app)
+cli_diag.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,148 @@
+"""CLI commands that start things: the daemon, the demo, the simulator and the scripted cloud."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from gateway.config import DEFAULT_CONFIG_PATH, ConfigError, GatewayConfig, load_config
+from gateway.i18n import N_, _
+
+EXAMPLE_CONFIG = Path(__file__).parent / "gateway.example.toml"
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option("--config", "-c", help=N_("Path of the gateway's TOML configuration file.")),
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    Console(stderr=True).print(f"[red]{message}[/]", highlight=False)
+    return typer.Exit(code)
+
+
+def load_or_exit(path: Path) -> GatewayConfig:
+    """Load the config or exit with every problem listed (key, value, what is expected)."""
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        lines = "\n  ".join(error.problems)
+        heading = _("Invalid configuration in {source}:", source=error.source)
+        raise _fail(f"{heading}\n  {lines}") from None
+
+
+def run(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
+    """Run the gateway daemon (as systemd does)."""
+    from gateway.daemon import Daemon, InstanceLockedError
+    from gateway.logs import setup_logging
+
+    settings = load_or_exit(config)
+    recent = setup_logging(settings.log.level)
+    try:
+        asyncio.run(Daemon(settings, recent_logs=recent).run())
+    except InstanceLockedError as exc:
+        raise _fail(_("Another gateway is already running: {detail}", detail=str(exc))) from None
+    except KeyboardInterrupt:
+        pass
+
+
+def config_check(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
+    """Validate the configuration file without starting anything."""
+    settings = load_or_exit(config)
+    Console().print(
+        _(
+            "Configuration {path} is valid: cabinet {cabinet}, {slots} slots on {boards} boards, "
+            "broker {host}:{port}.",
+            path=str(config),
+            cabinet=settings.cabinet.id,
+            slots=settings.serial.slot_count,
+            boards=len(settings.serial.boards),
+            host=settings.mqtt.host,
+            port=settings.mqtt.port,
+        ),
+        highlight=False,
+    )
+
+
+def config_example() -> None:
+    """Print the commented example configuration."""
+    sys.stdout.write(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+
+
+def demo(
+    broker: Annotated[
+        str | None,
+        typer.Option(help=N_("Use this broker (mqtt://HOST:PORT) instead of the embedded one.")),
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help=N_("Stop after this many seconds; default: until Ctrl-C."))
+    ] = None,
+    rent_interval: Annotated[
+        float, typer.Option(help=N_("Seconds between two rents by the scripted cloud."))
+    ] = 8.0,
+    seed: Annotated[int, typer.Option(help=N_("Seed of the simulated cabinet."))] = 1,
+    view: Annotated[bool, typer.Option(help=N_("Show the live view."))] = True,
+) -> None:
+    """Run a simulated cabinet, a broker, the gateway and a scripted cloud, and show them live."""
+    from gateway.cloudtool import BrokerUrlError
+    from gateway.demo import DemoOptions, run_demo
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    console = Console()
+    options = DemoOptions(
+        broker_url=broker,
+        duration_s=duration,
+        rent_interval_s=rent_interval,
+        seed=seed,
+        view=view,
+    )
+    try:
+        stats = asyncio.run(run_demo(options, console))
+    except KeyboardInterrupt:
+        return
+    except BrokerUrlError as exc:
+        raise _fail(str(exc)) from None
+    console.print(
+        _(
+            "Demo finished: {sent} rents sent, results {results}, {returns} returns reported.",
+            sent=stats.commands_sent,
+            results=json.dumps(dict(stats.results)),
+            returns=stats.events["bank_returned"],
+        ),
+        highlight=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add `run`, `config`, `demo`, `sim` and `cloud` to the top-level app."""
+    from cabinet_sim.cli import sim
+    from gateway.cli_cloud import cloud_app
+    from gateway.cli_diag import TranslatedCommand, TranslatedGroup
+
+    def command(name: str, help_text: str) -> Callable[[Callable[..., None]], Any]:
+        return app.command(name, cls=TranslatedCommand, help=help_text)
+
+    command("run", N_("Run the gateway daemon (as systemd does)."))(run)
+    config_app = typer.Typer(cls=TranslatedGroup, no_args_is_help=True)
+    config_app.command(
+        "check",
+        cls=TranslatedCommand,
+        help=N_("Validate the configuration file without starting anything."),
+    )(config_check)
+    config_app.command(
+        "example", cls=TranslatedCommand, help=N_("Print the commented example configuration.")
+    )(config_example)
+    app.add_typer(config_app, name="config", help=N_("Check or print the configuration."))
+    command(
+        "demo", N_("Run a simulated cabinet, a broker, the gateway and a scripted cloud.")
+    )(demo)
+    command("sim", N_("Run the cabinet simulator on a pseudo-terminal or TCP port."))(sim)
+    app.add_typer(cloud_app, name="cloud", help=N_("Sign and send commands; watch a cabinet."))

@@ -1,0 +1,193 @@
+"""Executes verified cloud commands on the bridge, and finishes commands cut off by a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from cloud_link import (
+    AcceptedCommand,
+    CommandOutcome,
+    EjectCommand,
+    LockCommand,
+    PendingCommand,
+    SelftestCommand,
+    SlotDisableCommand,
+    SlotEnableCommand,
+)
+from cloud_link.messages import CommandStatus
+from firmware_bridge import Bridge, BridgeError, EjectResult
+from gateway.store import GatewayStore
+from gateway.translate import EjectContext, eject_report
+from protocol.cabinet import EjectOutcome
+
+logger = logging.getLogger(__name__)
+
+STATUS_OF_OUTCOME = {
+    EjectOutcome.TAKEN: CommandStatus.SUCCEEDED,
+    EjectOutcome.NOT_TAKEN: CommandStatus.FAILED,
+    EjectOutcome.FAILED: CommandStatus.FAILED,
+    EjectOutcome.REJECTED: CommandStatus.REJECTED,
+}
+
+
+def outcome_of_eject(result: EjectResult) -> CommandOutcome:
+    detail = result.detail or None
+    if result.uncertain:
+        detail = (detail + "; " if detail else "") + "the lock may have opened (uncertain)"
+    return CommandOutcome(
+        status=STATUS_OF_OUTCOME[result.outcome],
+        detail=detail[:300] if detail else None,
+        eject=eject_report(result),
+    )
+
+
+class CommandRunner:
+    """The cloud link's command handler.
+
+    `contexts` maps the unlock token of each running eject to its command, so that the bridge's
+    eject events can be published with the command and order ids.
+    """
+
+    def __init__(
+        self,
+        bridge: Bridge,
+        store: GatewayStore,
+        *,
+        wall: Callable[[], float] = time.time,
+        wall_synchronised: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self._bridge = bridge
+        self._store = store
+        self._wall = wall
+        self._wall_synchronised = wall_synchronised
+        self.contexts: dict[int, EjectContext] = {}
+        self.accepting = True
+        self.running_ejects = 0
+        self.idle = asyncio.Event()  # set while no eject runs
+        self.idle.set()
+
+    async def handle(self, accepted: AcceptedCommand) -> CommandOutcome:
+        if not self.accepting:
+            return CommandOutcome(CommandStatus.REJECTED, detail="the gateway is shutting down")
+        command = accepted.command
+        if isinstance(command, EjectCommand):
+            return await self._eject(accepted, command)
+        try:
+            return await self._maintenance(command)
+        except BridgeError as exc:
+            logger.warning("command %s (%s) failed: %s", accepted.command_id, command.type, exc)
+            return CommandOutcome(CommandStatus.FAILED, detail=str(exc)[:300])
+
+    async def _maintenance(
+        self, command: SlotDisableCommand | SlotEnableCommand | LockCommand | SelftestCommand
+    ) -> CommandOutcome:
+        bridge = self._bridge
+        if isinstance(command, SlotDisableCommand):
+            await bridge.set_slot_disabled(
+                command.slot, True, command.reason or "disabled by cloud"
+            )
+            return CommandOutcome(CommandStatus.SUCCEEDED)
+        if isinstance(command, SlotEnableCommand):
+            await bridge.set_slot_disabled(command.slot, False, "enabled by cloud")
+            return CommandOutcome(CommandStatus.SUCCEEDED)
+        if isinstance(command, LockCommand):
+            slots = [command.slot] if command.slot else [s.slot for s in bridge.snapshot().slots]
+            for slot in slots:
+                await bridge.lock(slot)
+            return CommandOutcome(CommandStatus.SUCCEEDED)
+        failed = []
+        for slot in bridge.snapshot().slots:
+            report = await bridge.self_test(slot.slot)
+            if not report.passed:
+                failed.append(f"{slot.slot}:{'+'.join(report.failed_checks)}")
+        if failed:
+            return CommandOutcome(CommandStatus.FAILED, detail=("failed " + " ".join(failed))[:300])
+        return CommandOutcome(CommandStatus.SUCCEEDED)
+
+    async def _eject(self, accepted: AcceptedCommand, command: EjectCommand) -> CommandOutcome:
+        order_id = command.order_id or accepted.command_id
+        token = accepted.unlock_token
+        self.contexts[token] = EjectContext(accepted.command_id, order_id)
+        self._store.open_order(
+            order_id, "rent", command_id=accepted.command_id, slot=command.slot, at=self._wall()
+        )
+        self._store.add_order_step(order_id, self._wall(), "received", accepted.command_id)
+        logger.info(
+            "eject command %s order %s slot %s token %08x",
+            accepted.command_id,
+            order_id,
+            command.slot or "best",
+            token,
+        )
+        self.running_ejects += 1
+        self.idle.clear()
+        try:
+            result = await self._bridge.eject(
+                command.slot, token, deadline=accepted.deadline_monotonic
+            )
+        finally:
+            self.running_ejects -= 1
+            if not self.running_ejects:
+                self.idle.set()
+        self.record_eject(order_id, result)
+        return outcome_of_eject(result)
+
+    def record_eject(self, order_id: str, result: EjectResult) -> None:
+        reading = None
+        if result.bank_id is not None or result.charge is not None:
+            reading = {
+                "at": result.finished_at or self._wall(),
+                "bank_id": result.bank_id,
+                "charge_pct": result.charge,
+                "temperature_c": result.temperature_c,
+            }
+        self._store.update_order(
+            order_id,
+            slot=result.slot,
+            bank_id=result.bank_id,
+            outcome=result.outcome.value,
+            fail_reason=result.fail_reason.value if result.fail_reason else None,
+            reject_reason=result.reject_reason.value if result.reject_reason else None,
+            **({"bank_at_eject": reading} if reading else {}),
+        )
+        self._store.add_order_step(order_id, self._wall(), result.outcome.value, result.detail)
+
+    async def resolve_pending(self, pending: PendingCommand) -> CommandOutcome:
+        """Find the one final outcome of a command that was running when the daemon stopped."""
+        body = pending.body
+        if body is None:
+            return CommandOutcome(CommandStatus.FAILED, detail="command body was not stored")
+        command = body.command
+        if not isinstance(command, EjectCommand):
+            # Maintenance commands are safe to report as interrupted: the cloud may resend.
+            return CommandOutcome(
+                CommandStatus.FAILED, detail="interrupted by a gateway restart; send it again"
+            )
+        order_id = command.order_id or pending.command_id
+        self.contexts[pending.unlock_token] = EjectContext(pending.command_id, order_id)
+        deadline = self._deadline_after_restart(body.deadline.timestamp())
+        self._store.open_order(
+            order_id, "rent", command_id=pending.command_id, slot=command.slot, at=self._wall()
+        )
+        self._store.add_order_step(order_id, self._wall(), "resumed_after_restart")
+        result = await self._bridge.resolve_eject(
+            command.slot, pending.unlock_token, deadline=deadline
+        )
+        self.record_eject(order_id, result)
+        return outcome_of_eject(result)
+
+    def _deadline_after_restart(self, deadline_wall: float) -> float:
+        """Convert a stored wall-clock deadline to monotonic time.
+
+        The monotonic time of receipt did not survive the restart, so the wall clock is the
+        only reference left. An unsynchronised clock could put the deadline later than it is,
+        so without synchronisation the deadline counts as passed: the bridge then only asks
+        the board what happened and never unlocks.
+        """
+        now = time.monotonic()
+        if not self._wall_synchronised():
+            return now
+        return now + (deadline_wall - self._wall())

@@ -1,0 +1,176 @@
+"""Daemon configuration: one TOML file, overridable by environment variables.
+
+Environment variables start with `CABINET_GATEWAY_` and use `__` between nested keys, for
+example `CABINET_GATEWAY_MQTT__HOST=broker.example` or `CABINET_GATEWAY_CABINET__ID=C-0001`.
+They take precedence over the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from cloud_link import CloudConfig
+from firmware_bridge import BridgeConfig
+
+ENV_PREFIX = "CABINET_GATEWAY_"
+DEFAULT_CONFIG_PATH = Path("/etc/cabinet-gateway/gateway.toml")
+
+
+class ConfigError(Exception):
+    """An invalid configuration; the message lists every problem with key, value and fix."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"invalid configuration in {source}:\n  " + "\n  ".join(problems))
+
+
+class CabinetSection(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Cabinet id, as the cloud knows it."
+    )
+    state_dir: Path = Field(
+        default=Path("/var/lib/cabinet-gateway"),
+        description="Directory of the SQLite state file and the instance lock.",
+    )
+    low_stock_threshold: int = Field(
+        default=2, ge=0, le=255, description="Low-stock event when rentable banks fall below this."
+    )
+    min_free_slots: int = Field(
+        default=1,
+        ge=0,
+        le=255,
+        description="Low-stock event when free slots for returns fall below this.",
+    )
+    battery_report_interval_s: float = Field(
+        default=3600.0, gt=0, description="Least time between two battery-health reports of a bank."
+    )
+    shutdown_eject_wait_s: float = Field(
+        default=40.0, ge=0, description="On SIGTERM, how long a running eject may take to finish."
+    )
+
+
+class ControlSection(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    socket: Path = Field(
+        default=Path("/run/cabinet-gateway/control.sock"), description="Local control socket."
+    )
+    group: str | None = Field(
+        default=None, description="Group that may use the control socket (mode 0660)."
+    )
+
+
+class LogSection(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class CliSection(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lang: Literal["zh-CN", "en"] | None = Field(
+        default=None, description="Language of the CLI; unset means the locale decides."
+    )
+
+
+class GatewayConfig(BaseSettings):
+    """The whole daemon configuration. `mqtt.cabinet_id` is taken from `cabinet.id`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    cabinet: CabinetSection
+    serial: BridgeConfig
+    mqtt: CloudConfig
+    control: ControlSection = Field(default_factory=ControlSection)
+    log: LogSection = Field(default_factory=LogSection)
+    cli: CliSection = Field(default_factory=CliSection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _share_cabinet_id(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            cabinet = data.get("cabinet")
+            mqtt = data.get("mqtt")
+            if isinstance(cabinet, dict) and isinstance(mqtt, dict) and "id" in cabinet:
+                mqtt.setdefault("cabinet_id", cabinet["id"])
+        return data
+
+    @model_validator(mode="after")
+    def _check_ids_agree(self) -> Self:
+        if self.mqtt.cabinet_id != self.cabinet.id:
+            raise ValueError(
+                f"mqtt.cabinet_id {self.mqtt.cabinet_id!r} differs from cabinet.id "
+                f"{self.cabinet.id!r}; remove mqtt.cabinet_id"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init arguments; the environment overrides them.
+        return (env_settings, init_settings)
+
+    @property
+    def database_path(self) -> Path:
+        return self.cabinet.state_dir / "cloud_link.sqlite"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.cabinet.state_dir / "gateway.lock"
+
+
+def load_config(path: Path) -> GatewayConfig:
+    """Read and validate a TOML config; raise ConfigError naming every invalid key."""
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["file not found; pass --config PATH"]) from None
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
+    return config_from_dict(data, source=str(path))
+
+
+def config_from_dict(data: dict[str, Any], *, source: str = "<config>") -> GatewayConfig:
+    try:
+        return GatewayConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(source, describe_errors(exc)) from None
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    """Turn pydantic errors into lines of `key: problem (got value)`."""
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key; check the spelling against the example config"
+        elif error["type"] == "missing":
+            message = "missing; this key is required"
+        value = error.get("input")
+        shown = "" if error["type"] == "missing" or isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"{key}: {message}{shown}")
+    return lines

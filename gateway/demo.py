@@ -1,0 +1,230 @@
+"""`cabinet-gateway demo`: a simulated cabinet, a broker, the gateway and a scripted cloud.
+
+Everything runs in one process on 127.0.0.1, with state in a temporary directory: the
+simulator on a pseudo-terminal, an embedded amqtt broker (MQTT 3.1.1) unless a broker URL is
+given, the daemon on embedded defaults, and a cloud that rents banks with signed commands while
+simulated users take them and bring others back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import tempfile
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from cabinet_sim import SimConfig
+from cabinet_sim.runtime import RunOptions, Simulation
+from cabinet_sim.users import UserBehaviour
+from cloud_link.commands import EjectCommand
+from gateway.cloudtool import BrokerAddress, ReceivedMessage, ScriptedCloud, public_key_of
+from gateway.config import config_from_dict
+from gateway.daemon import Daemon
+
+logger = logging.getLogger(__name__)
+
+CABINET_ID = "DEMO-0001"
+KEY_ID = "demo-key"
+READY_TIMEOUT_S = 60.0
+LOG_LINES = 12
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    broker_url: str | None = None
+    duration_s: float | None = None
+    rent_interval_s: float = 8.0
+    returns_per_hour: float = 240.0
+    seed: int = 1
+    view: bool = True
+
+
+@dataclass
+class DemoStats:
+    commands_sent: int = 0
+    results: Counter[str] = field(default_factory=Counter)
+    events: Counter[str] = field(default_factory=Counter)
+    log: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
+
+    def on_message(self, message: ReceivedMessage) -> None:
+        envelope = message.envelope
+        if envelope is None:
+            if message.topic.endswith("/status"):
+                self.log.append(f"status: {message.raw.decode(errors='replace')[:80]}")
+            return
+        data = envelope.data
+        self.events[data.kind] += 1
+        line = _describe(envelope.seq, data)
+        if line:
+            self.log.append(line)
+        if data.kind == "command_result":
+            outcome = data.eject.outcome.value if data.eject else data.status.value
+            self.results[outcome] += 1
+
+
+def _describe(seq: int, data: Any) -> str | None:
+    kind = data.kind
+    if kind == "eject_outcome":
+        report = data.report
+        return f"#{seq} eject {report.outcome} slot {report.slot} bank {report.bank_id}"
+    if kind == "bank_returned":
+        bank = data.bank_id if data.recognised else "unidentified bank"
+        return f"#{seq} return slot {data.slot}: {bank}"
+    if kind == "command_result":
+        return f"#{seq} result {data.command_id}: {data.status}"
+    if kind in ("fault", "security", "low_stock", "birth"):
+        return f"#{seq} {kind}"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class EmbeddedBroker:
+    """An amqtt broker on 127.0.0.1 (MQTT 3.1.1, anonymous, no TLS): for the demo only."""
+
+    def __init__(self, port: int) -> None:
+        from amqtt.broker import Broker
+
+        self.port = port
+        self._broker = Broker(
+            {
+                "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+                "plugins": {
+                    "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+                },
+            }
+        )
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        await self._broker.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._broker.shutdown()
+
+
+def demo_config(state_dir: Path, pty_path: str, sim: SimConfig, broker: BrokerAddress, key: str) -> dict[str, Any]:
+    """The daemon's config for the demo: embedded defaults, local broker, no TLS."""
+    return {
+        "cabinet": {"id": CABINET_ID, "state_dir": str(state_dir), "low_stock_threshold": 2},
+        "serial": {
+            "port": pty_path,
+            "boards": [
+                {"address": address, "slot_count": sim.slots_per_board}
+                for address in sim.board_addresses
+            ],
+        },
+        "mqtt": {
+            "host": broker.host,
+            "port": broker.port,
+            "mqtt_version": "3.1.1",
+            "tls": {"enabled": broker.tls},
+            "heartbeat_interval_s": 60,
+            "commands": {"trusted_keys": {KEY_ID: key}, "clock_sync": "synchronised"},
+        },
+        "control": {"socket": str(state_dir / "control.sock")},
+    }
+
+
+async def run_demo(options: DemoOptions, console: Console) -> DemoStats:
+    stats = DemoStats()
+    key = Ed25519PrivateKey.generate()
+    sim_config = SimConfig(seed=options.seed)
+    behaviour = UserBehaviour(returns_per_hour=options.returns_per_hour)
+    simulation = Simulation(
+        RunOptions(config=sim_config, users=behaviour, pty=True, view=False, stdin=False),
+        console,
+    )
+    with tempfile.TemporaryDirectory(prefix="cabinet-demo-") as tmp:
+        state_dir = Path(tmp)
+        async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as tasks:
+            endpoints: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+            sim_task = tasks.create_task(simulation.run(endpoints.set_result), name="simulator")
+            pty_path = (await endpoints)[0]
+
+            if options.broker_url:
+                broker = BrokerAddress.parse(options.broker_url)
+            else:
+                embedded = await stack.enter_async_context(EmbeddedBroker(free_port()))
+                broker = BrokerAddress("127.0.0.1", embedded.port, tls=False)
+
+            config = config_from_dict(demo_config(state_dir, pty_path, sim_config, broker, public_key_of(key)))
+            daemon = Daemon(config)
+            daemon_task = tasks.create_task(daemon.run(), name="gateway")
+            await asyncio.wait_for(daemon.ready.wait(), READY_TIMEOUT_S)
+            console.print(
+                f"[bold]demo[/]: simulator on {pty_path}, broker {broker.host}:{broker.port}, "
+                f"cabinet {CABINET_ID}; control socket {config.control.socket}"
+            )
+
+            cloud = ScriptedCloud(
+                broker, cabinet_id=CABINET_ID, key=key, key_id=KEY_ID, on_message=stats.on_message
+            )
+            async with cloud.connected():
+                listener = tasks.create_task(cloud.listen(), name="cloud-listener")
+                await _drive(options, cloud, daemon, stats, console)
+                listener.cancel()
+
+            daemon.stop()
+            await daemon_task
+            simulation.stop()
+            await sim_task
+    return stats
+
+
+async def _drive(
+    options: DemoOptions, cloud: ScriptedCloud, daemon: Daemon, stats: DemoStats, console: Console
+) -> None:
+    """Rent a bank every `rent_interval_s` and show the cabinet until the duration ends."""
+    started = time.monotonic()
+    next_rent = started + 2.0
+    live = Live(console=console, auto_refresh=False) if options.view else None
+    with live if live is not None else contextlib.nullcontext():
+        while options.duration_s is None or time.monotonic() - started < options.duration_s:
+            if time.monotonic() >= next_rent:
+                await cloud.send(EjectCommand(order_id=f"order-{stats.commands_sent + 1}"))
+                stats.commands_sent += 1
+                next_rent += options.rent_interval_s
+            if live is not None:
+                live.update(render(daemon, stats), refresh=True)
+            await asyncio.sleep(0.5)
+
+
+def render(daemon: Daemon, stats: DemoStats) -> Group:
+    snapshot = daemon.bridge.snapshot()
+    table = Table(title=f"cabinet {CABINET_ID}", expand=False)
+    for column in ("slot", "state", "bank", "SoC %", "temp degC", "SoH %"):
+        table.add_column(column)
+    for slot in snapshot.slots:
+        table.add_row(
+            str(slot.slot),
+            slot.state.value,
+            slot.bank_id or "",
+            "" if slot.charge is None else str(slot.charge),
+            "" if slot.temperature_c is None else f"{slot.temperature_c:.1f}",
+            "" if slot.health_pct is None else str(slot.health_pct),
+        )
+    stock = snapshot.stock
+    summary = Text(
+        f"stock: {stock.rentable} rentable, {stock.charging} charging, {stock.empty} empty, "
+        f"{stock.faulted} faulted | rents sent {stats.commands_sent}, results "
+        f"{dict(stats.results)} | returns {stats.events['bank_returned']}"
+    )
+    return Group(table, summary, Text("\n".join(stats.log)))
