@@ -15,13 +15,15 @@ from cabinet_sim.hardware import SimulationError
 from cabinet_sim.notices import Notice, NoticeKind
 from cabinet_sim.slot import InjectedFault, Slot
 from cabinet_sim.timeline import Timeline, TimerHandle
-from protocol.slotbus.codes import BootReason
+from protocol.slotbus.codes import BootReason, Command
 from protocol.slotbus.frame import Deframer
 
 logger = logging.getLogger(__name__)
 
 TURNAROUND_S = 0.001
 """Delay between a request's last byte and the response; within BOARD_TURNAROUND_S."""
+
+LOCK_COMMANDS = frozenset({Command.UNLOCK, Command.LOCK})
 
 Listener = Callable[[Notice], None]
 
@@ -184,6 +186,8 @@ class Cabinet:
                 )
                 continue
             delay = TURNAROUND_S
+            if frame.command_id in LOCK_COMMANDS:
+                delay += self.config.lock_confirm_s
             if self._link_rng.random() < self.link.late_response_rate:
                 delay += self.link.late_response_delay_s
             out.append(Transmission(delay, self._corrupt(response)))

@@ -98,6 +98,11 @@ class SimConfig(_Model):
     """Send bytes at the baud rate (10 bits per byte) instead of all at once."""
     stale_status_after_eject: bool = True
     """Show the pre-eject presence in GET_SLOTS until the sensors have settled."""
+    lock_confirm_s: float = Field(default=0.0, ge=0, le=0.3)
+    """Extra delay of UNLOCK and LOCK responses while the board waits for the position sensor.
+
+    The specification lets a board take up to 300 ms here; 0 answers within the turnaround.
+    """
     physics_step_s: float = Field(default=1.0, gt=0, le=60)
     firmware_version: tuple[int, int, int] = (1, 0, 0)
     hardware_revision: int = Field(default=1, ge=0, le=255)

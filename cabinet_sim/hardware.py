@@ -355,10 +355,10 @@ class BoardHardware:
                 slot.charging = ChargingState.TOPPING
 
     def _blocked_charging_state(self, slot: Slot) -> ChargingState | None:
-        if not slot.detected or not slot.id_readable:
-            return ChargingState.IDLE
         if not slot.charging_enabled:
             return ChargingState.OFF
+        if not slot.detected or not slot.id_readable:
+            return ChargingState.IDLE
         cutoff_faults = {InjectedFault.CHARGER, InjectedFault.TEMPERATURE_SENSOR}
         if slot.overheated or cutoff_faults & slot.injected:
             return ChargingState.CUTOFF

@@ -98,7 +98,7 @@ class CabinetView:
         bank = slot.bank
         if bank is None:
             return ("-", "", "")
-        name = bank_id_hex(bank.bank_id) or "?"
+        name = _short_id(bank.bank_id)
         if not slot.seated:
             name += " loose"
         if slot.backwards:
@@ -117,3 +117,9 @@ class CabinetView:
 
 def _fault_names(faults: SlotFault) -> str:
     return " ".join(fault.name or "" for fault in SlotFault if fault in faults)
+
+
+def _short_id(bank_id: bytes) -> str:
+    """Return the id in hex without its zero padding, keeping at least 4 bytes."""
+    significant = bank_id.lstrip(b"\x00")
+    return bank_id[-max(4, len(significant)) :].hex().upper()

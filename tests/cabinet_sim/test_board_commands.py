@@ -187,6 +187,12 @@ def test_set_charging_off_and_on(cabinet: Cabinet, master: Master) -> None:
     assert on == ChargingResult(1, ChargingState.CHARGING)
     empty = master.call(1, Command.SET_CHARGING, ChargingRequest(2, True))
     assert empty == ChargingResult(2, ChargingState.IDLE)
+    empty_off = master.call(1, Command.SET_CHARGING, ChargingRequest(2, False))
+    assert empty_off == ChargingResult(2, ChargingState.OFF)
+    # The switch stays off for the next bank.
+    cabinet.insert_bank(2, charge=30)
+    cabinet.advance(1)
+    assert cabinet.slot(2).charging is ChargingState.OFF
 
 
 def test_self_test(cabinet: Cabinet, master: Master) -> None:

@@ -127,3 +127,11 @@ def test_seed_sets_bank_mix(clock: ManualClock) -> None:
     assert all(slot.bank_id != bytes(8) for slot in status.slots)
     identity = Master(cabinet).call(1, Command.IDENTIFY)
     assert isinstance(identity, Identity)
+
+
+def test_lock_confirmation_delay(clock: ManualClock) -> None:
+    cabinet = Cabinet(empty_config(lock_confirm_s=0.25), clock=clock)
+    unlock = cabinet.receive(encode_request(1, 3, Command.UNLOCK, UnlockRequest(2, 30, 8)))
+    assert [t.delay_s >= 0.25 for t in unlock] == [True]
+    identify = cabinet.receive(IDENTIFY)
+    assert [t.delay_s < 0.005 for t in identify] == [True]
