@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from cabinet_sim import Cabinet, FaultRates, ManualClock
+from cabinet_sim import Cabinet, FaultRates, InjectedFault, ManualClock
 from protocol.slotbus import (
+    ChargingState,
     Command,
     Deframer,
     Empty,
+    EventKind,
     Identity,
+    LockResult,
+    LockState,
+    SelfTestCheck,
+    SelfTestResult,
+    SlotFault,
+    SlotRef,
     SlotsStatus,
     UnlockCode,
     UnlockRequest,
@@ -135,3 +143,43 @@ def test_lock_confirmation_delay(clock: ManualClock) -> None:
     assert [t.delay_s >= 0.25 for t in unlock] == [True]
     identify = cabinet.receive(IDENTIFY)
     assert [t.delay_s < 0.005 for t in identify] == [True]
+
+
+def test_contacts_fault(cabinet: Cabinet, master: Master) -> None:
+    cabinet.set_fault(1, InjectedFault.CONTACTS)
+    cabinet.insert_bank(1, charge=30)
+    cabinet.advance(1)
+    slot = cabinet.slot(1)
+    assert slot.faults & SlotFault.CONTACT
+    assert slot.faults & SlotFault.ID_READ
+    assert slot.charging is ChargingState.IDLE
+    events = master.drain_events(1)
+    assert [(e.kind, e.value) for e in events] == [
+        (EventKind.BANK_INSERTED, 0),
+        (EventKind.ID_READ_FAILED, 0),
+    ]
+    result = master.call(1, Command.SELF_TEST, SlotRef(1))
+    assert result == SelfTestResult(1, SelfTestCheck.CONTACTS)
+
+
+def test_temperature_sensor_fault(cabinet: Cabinet, master: Master) -> None:
+    cabinet.insert_bank(1, charge=30)
+    cabinet.set_fault(1, InjectedFault.TEMPERATURE_SENSOR)
+    cabinet.advance(1)
+    assert cabinet.slot(1).charging is ChargingState.CUTOFF
+    assert cabinet.slot(1).faults & SlotFault.SENSOR
+    result = master.call(1, Command.SELF_TEST, SlotRef(1))
+    assert result == SelfTestResult(1, SelfTestCheck.TEMPERATURE_SENSOR)
+
+
+def test_random_unreturned_solenoids(clock: ManualClock) -> None:
+    cabinet = Cabinet(empty_config(faults=FaultRates(lock_not_returned_rate=0.5)), clock=clock)
+    master = Master(cabinet)
+    not_returned = 0
+    for token in range(1, 41):
+        master.call(1, Command.UNLOCK, UnlockRequest(1, 1, token))
+        cabinet.advance(1)
+        if cabinet.slot(1).lock is LockState.OPEN:
+            not_returned += 1
+            assert master.call(1, Command.LOCK, SlotRef(1)) == LockResult(1, LockState.LOCKED)
+    assert 8 < not_returned < 32
