@@ -40,7 +40,8 @@ def decode_frame(protocol: str, data: str, *, direction: str | None = None) -> d
     if protocol == "s1tt":
         return _decode_s1tt(_hex_bytes(data, s1tt.FrameError), wanted)
     if protocol == "gzxj":
-        return _decode_gzxj(data.strip(), wanted)
+        # Captures often carry the line end and a NUL that some stations send before a frame.
+        return _decode_gzxj(data.strip().strip("\x00"), wanted)
     raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
 
 

@@ -66,7 +66,7 @@ class Token(FieldCodec):
     """An id or version text: letters, digits, dot, dash and underscore."""
 
     def format(self, value: Any) -> str:
-        return self.parse(str(value))  # type: ignore[no-any-return]
+        return str(self.parse(str(value)))
 
     def parse(self, token: str) -> Any:
         if not _TOKEN.fullmatch(token):

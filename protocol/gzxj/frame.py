@@ -2,7 +2,8 @@
 
 The CRC is CRC-16/MODBUS over the text from the command word up to and including the
 comma before the CRC, followed by the ASCII key "GZXJ", written as 4 hex digits. This
-codec writes lower-case digits, as the one published capture shows, and accepts both.
+codec writes lower-case digits, like the example value in the public driver's parser, and
+accepts both.
 """
 
 from __future__ import annotations
@@ -76,7 +77,9 @@ def parse_frame(text: str) -> Frame:
     if not separator or not _ADDRESS.fullmatch(address):
         raise FrameError(f"missing or invalid address before {ADDRESS_SEPARATOR!r}")
     tokens = rest.split(FIELD_SEPARATOR)
-    if len(tokens) < 2 or not _COMMAND.fullmatch(tokens[0]):
+    if len(tokens) < 2:
+        raise FrameError(f"a frame needs a command word and a CRC after the address: {rest!r}")
+    if not _COMMAND.fullmatch(tokens[0]):
         raise FrameError(f"missing command word after {ADDRESS_SEPARATOR!r}: {rest[:8]!r}")
     if ADDRESS_SEPARATOR in rest:
         raise FrameError(f"unexpected {ADDRESS_SEPARATOR!r} after the address")

@@ -80,7 +80,7 @@ class SlotRecord:
     """
 
     slot: int
-    # NOTE: the vendor summary calls this the host-confirmed-return flag; the public driver
+    # NOTE: the vendor's description calls this the host-confirmed-return flag; the public driver
     # reads it as "slot filled". Drivers should not rely on either reading alone.
     confirmed: bool
     bank_id: str | None

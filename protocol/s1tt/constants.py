@@ -26,8 +26,8 @@ MAX_FIRMWARE_CHUNK = 32
 """Largest firmware data chunk the bootloaders accept."""
 
 BAUD_RATE = 115200
-INTER_FRAME_GAP_S = 0.005
-"""Silence that ends a frame. The public driver waits 20 ms before it treats a reply as complete."""
+INTER_FRAME_GAP_S = 0.02
+"""Silence that ends a frame, as in the public driver; USB adapters deliver bytes in bursts."""
 REPLY_TIMEOUT_S = 5.0
 COMMAND_SPACING_S = 0.05
 """Silence the public driver leaves after each exchange before the next request."""

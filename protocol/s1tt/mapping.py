@@ -17,6 +17,7 @@ from protocol.cabinet import (
     SlotState,
 )
 from protocol.s1tt.codes import BankState, Status
+from protocol.s1tt.constants import SLOTS_PER_BOARD
 from protocol.s1tt.messages import SlotBits
 
 
@@ -36,7 +37,7 @@ UNLOCK_RESULTS: dict[Status, EjectResult] = {
     Status.INVALID_COMMAND: EjectResult(
         EjectOutcome.FAILED, fail_reason=EjectFailReason.BOARD_ERROR
     ),
-    # The board checks only the slot number, so a rejected argument is a slot it lacks.
+    # UNLOCK has only a slot argument, so a rejected argument is a slot the board lacks.
     Status.INVALID_ARGUMENTS: EjectResult(
         EjectOutcome.REJECTED, reject_reason=EjectRejectReason.UNKNOWN_SLOT
     ),
@@ -86,3 +87,17 @@ def slot_faults(bits: SlotBits, *, unlock_pending: bool = False) -> frozenset[Fa
         # A bank sits behind a lock that opened without an unlock of the gateway.
         return frozenset({FaultKind.TAMPER})
     return frozenset()
+
+
+def board_slot(cabinet_slot: int) -> tuple[int, int]:
+    """Return the board address and the 0-based board slot of a 1-based cabinet slot."""
+    if cabinet_slot < 1:
+        raise ValueError(f"cabinet slot {cabinet_slot} must be 1 or more")
+    return divmod(cabinet_slot - 1, SLOTS_PER_BOARD)
+
+
+def cabinet_slot(board_address: int, slot: int) -> int:
+    """Return the 1-based cabinet slot of a board address and a 0-based board slot."""
+    if board_address < 0 or not 0 <= slot < SLOTS_PER_BOARD:
+        raise ValueError(f"board {board_address} slot {slot} is outside the cabinet layout")
+    return board_address * SLOTS_PER_BOARD + slot + 1

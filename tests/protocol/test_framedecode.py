@@ -86,6 +86,10 @@ def test_gzxj_example_fields() -> None:
     assert decoded["crc"] == {"value": "5436", "valid": True}
 
 
+def test_gzxj_capture_noise_ignored() -> None:
+    assert decode_frame("gzxj", "\x00{0@CQ,0,0,5436}\r\n")["command"] == "CQ"
+
+
 def test_gzxj_reply_sender_is_station() -> None:
     text = gzxj.encode_message(
         gzxj.Command.FB, gzxj.RentReply(1, 2, gzxj.RentResult.LOCK_ABNORMAL, 3, "PB1")

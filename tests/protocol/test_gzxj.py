@@ -235,6 +235,7 @@ def test_checksum_error_names_values() -> None:
         ("{0@CQ,0,0,54}", "4 hex digits"),
         ("{0@CQ,0,{0,5436}", "brace"),
         ("{0@CQ,0,0\x00,5436}", "printable"),
+        ("{0@CQ}", "command word and a CRC"),
     ],
 )
 def test_frame_errors_name_problem(text: str, message: str) -> None:

@@ -48,6 +48,8 @@ from protocol.s1tt.deframer import BUFFER_LIMIT
 from protocol.s1tt.mapping import (
     BANK_STATES,
     UNLOCK_RESULTS,
+    board_slot,
+    cabinet_slot,
     slot_faults,
     slot_state,
     unlock_result,
@@ -442,6 +444,21 @@ def test_open_lock_without_unlock_is_tamper() -> None:
     bits = SlotBits(1, filled=True, locked=False)
     assert slot_faults(bits) == {FaultKind.TAMPER}
     assert slot_faults(bits, unlock_pending=True) == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("cabinet", "board", "slot"), [(1, 0, 0), (6, 0, 5), (7, 1, 0), (30, 4, 5)]
+)
+def test_cabinet_slot_numbering(cabinet: int, board: int, slot: int) -> None:
+    assert board_slot(cabinet) == (board, slot)
+    assert cabinet_slot(board, slot) == cabinet
+
+
+def test_cabinet_slot_rejects_outside() -> None:
+    with pytest.raises(ValueError, match="must be 1 or more"):
+        board_slot(0)
+    with pytest.raises(ValueError, match="outside the cabinet layout"):
+        cabinet_slot(0, 6)
 
 
 def test_board_error_is_protocol_error() -> None:
