@@ -74,6 +74,13 @@ def _expect(body: Message, kind: type[_M]) -> _M:
     return body
 
 
+def _check_booleans(frame: Frame) -> None:
+    # The codec decodes a boolean byte with struct "?", which takes any non-zero byte as true,
+    # but the specification allows only 0 and 1 for SET_CHARGING's enable.
+    if frame.command_id == Command.SET_CHARGING and frame.payload[1] > 1:
+        raise PayloadError(f"enable must be 0 or 1, not {frame.payload[1]}")
+
+
 class Board(BoardHardware):
     """One slot board on the bus. `handle_frame` is what the board does with a received frame."""
 
@@ -88,6 +95,7 @@ class Board(BoardHardware):
             )
         try:
             request = decode_request(frame)
+            _check_booleans(frame)
         except PayloadError as exc:
             logger.debug("board %d: invalid %s payload: %s", self.address, spec.command.name, exc)
             return encode_error(

@@ -110,7 +110,11 @@ class BoardHardware:
                 self._cancel_window(slot)
                 if InjectedFault.LOCK_NOT_RETURNED not in slot.injected:
                     slot.lock = LockState.LOCKED
-            slot.latched_faults &= SlotFault.LOCK_NOT_RETURNED
+            # A reboot forgets latched faults, except what the lock sensor still shows.
+            if slot.lock is LockState.LOCKED:
+                slot.latched_faults = SlotFault(0)
+            else:
+                slot.latched_faults &= SlotFault.LOCK_NOT_RETURNED | SlotFault.TAMPER
             slot.stale_view = None
         self.boot_count += 1
         self.boot_time = self.now

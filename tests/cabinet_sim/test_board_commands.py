@@ -263,3 +263,17 @@ def test_unencodable_value_is_internal_error(cabinet: Cabinet, master: Master) -
     cabinet.advance(0.1)
     values = [e.value for e in master.drain_events(1) if e.kind is EventKind.OVERHEAT]
     assert values == [0x7FFF]
+
+
+def test_enable_must_be_boolean(cabinet: Cabinet, master: Master) -> None:
+    frames = master.frames(encode_frame(1, 4, Command.SET_CHARGING, bytes([1, 2])))
+    assert [frame.payload for frame in frames] == [bytes([Status.INVALID_ARGUMENT])]
+
+
+def test_reboot_keeps_open_latch_faults(cabinet: Cabinet, master: Master) -> None:
+    cabinet.force_open(1)
+    cabinet.set_fault(2, InjectedFault.LOCK_STUCK)
+    master.call(1, Command.UNLOCK, UnlockRequest(2, 5, 1))
+    cabinet.power_cycle(1)
+    assert cabinet.slot(1).faults & SlotFault.TAMPER
+    assert not cabinet.slot(2).faults & SlotFault.LOCK_STUCK
