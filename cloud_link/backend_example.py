@@ -5,7 +5,7 @@ broker gives each message to one of them. The outbox publishes at least once, so
 can arrive twice (a lost PUBACK, a restart between publish and delete), possibly at two
 different consumers. Deduplicating by (cabinet id, sequence number) in storage shared by
 all consumers turns that into exactly-once processing. In production the shared store is a
-database table with a unique key on (cabinet_id, seq); `MemorySeenStore` stands in for it.
+database table with a unique key on (cabinet_id, seq); here `MemorySeenStore` replaces it.
 """
 
 from __future__ import annotations

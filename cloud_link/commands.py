@@ -2,7 +2,7 @@
 
 On the wire a request is a `SignedCommand`: the JSON text of a `CommandBody` carried as a
 string, an Ed25519 signature over the exact UTF-8 bytes of that string, and the id of the
-signing key. Nobody has to reproduce a canonical JSON form to verify it.
+signing key. Verifying it needs no canonical JSON form.
 """
 
 from __future__ import annotations
@@ -12,7 +12,14 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from cloud_link.messages import CommandId, CommandResult, CommandStatus, EjectReport, SlotNumber
+from cloud_link.messages import (
+    CommandId,
+    CommandRejectReason,
+    CommandResult,
+    CommandStatus,
+    EjectReport,
+    SlotNumber,
+)
 
 
 class _Frozen(BaseModel):
@@ -113,17 +120,19 @@ class AcceptedCommand:
 
 @dataclass(frozen=True)
 class CommandOutcome:
-    """What the handler returns; the link turns it into the published `CommandResult`."""
+    """Final outcome from the handler; the link turns it into the published `CommandResult`."""
 
     status: CommandStatus
     detail: str | None = None
     eject: EjectReport | None = None
+    reject_reason: CommandRejectReason | None = None  # for example EXPIRED or NOT_SUPPORTED
 
     def to_result(self, command_id: str, command: str) -> CommandResult:
         return CommandResult(
             command_id=command_id,
             command=command,
             status=self.status,
-            detail=self.detail,
+            reject_reason=self.reject_reason,
+            detail=None if self.detail is None else self.detail[:300],
             eject=self.eject,
         )

@@ -68,7 +68,7 @@ class OutboxLimits(BaseModel):
 
 
 class ClockSync(StrEnum):
-    """How the link learns whether the wall clock is synchronised."""
+    """Source that tells the link whether the wall clock is synchronised."""
 
     SYNCHRONISED = "synchronised"
     UNSYNCHRONISED = "unsynchronised"

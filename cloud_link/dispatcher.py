@@ -150,7 +150,7 @@ class CommandDispatcher:
             outcome = await self._handler(accepted)
             result = outcome.to_result(command_id, accepted.command.type)
         except Exception as exc:
-            # A failing handler still answers the command, so it is never left open.
+            # A failing handler still gets a final result published, so no command stays open.
             self.counters.handler_errors += 1
             logger.exception("handler failed on command %s", command_id)
             result = CommandResult(

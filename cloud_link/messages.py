@@ -7,11 +7,11 @@ in `docs/` are generated from these classes.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
 from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from protocol.cabinet import (
     EjectFailReason,
@@ -23,6 +23,19 @@ from protocol.cabinet import (
 )
 
 SCHEMA_VERSION = 1
+
+
+def _format_timestamp(value: datetime) -> str:
+    text = value.astimezone(UTC).isoformat(timespec="milliseconds")
+    return text.removesuffix("+00:00") + "Z"
+
+
+Timestamp = Annotated[
+    AwareDatetime,
+    PlainSerializer(_format_timestamp, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+"""UTC time with milliseconds on the wire, for example `2027-01-15T08:30:12.345Z`."""
 
 SlotNumber = Annotated[int, Field(ge=1, le=255, description="Slot number, 1-based.")]
 BankId = Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{2,32}$", description="Bank serial in hex.")]
@@ -179,7 +192,7 @@ class CommandStatus(StrEnum):
 
 
 class CommandRejectReason(StrEnum):
-    """Why a command was not executed."""
+    """Reason a command was rejected or failed."""
 
     TOO_LARGE = "too_large"
     INVALID_UTF8 = "invalid_utf8"
@@ -237,7 +250,7 @@ class Envelope(_Frozen, Generic[DataT]):
     cabinet_id: str
     schema_version: int = Field(default=SCHEMA_VERSION, ge=1)
     seq: int = Field(ge=1, description="Per-cabinet sequence number; never repeats.")
-    ts: AwareDatetime = Field(description="Wall-clock time the message was created (UTC).")
+    ts: Timestamp = Field(description="Wall-clock time the message was created (UTC).")
     offline: bool = Field(
         default=False, description="True when the message was queued while disconnected."
     )
@@ -255,7 +268,7 @@ class LinkStatus(_Frozen):
 
     cabinet_id: str
     state: Literal["online", "offline"]
-    ts: AwareDatetime = Field(description="When the gateway composed this status (UTC).")
+    ts: Timestamp = Field(description="When the gateway composed this status (UTC).")
     reason: Literal["shutdown", "connection_lost"] | None = None
 
 

@@ -212,7 +212,8 @@ class CloudLink:
         """Return commands that started before a restart and have no final result yet.
 
         The gateway resolves each one (for example by asking the slot board with the same
-        unlock token) and calls `complete_command` exactly once per command.
+        unlock token) and calls `complete_command` for it. A second call for the same command
+        raises `ValueError`.
         """
         return self.commands.in_progress()
 

@@ -96,7 +96,7 @@ async def kill_while_publishing(
         assert await child.wait() == -signal.SIGKILL
         pending_at_kill = count_outbox_rows(state_dir)
 
-        # The broker publishes the will once it sees the socket close.
+        # The broker publishes the will once it detects the closed socket.
         while True:
             will = json.loads(payload_bytes(await status.next_on("/status")))
             if will["state"] == "offline":

@@ -120,7 +120,7 @@ class MosquittoBroker:
         self.start(timeout_s)
 
     def pause(self) -> None:
-        """Freeze the broker (SIGSTOP): connections stay open but nothing is answered."""
+        """Freeze the broker (SIGSTOP): connections stay open but the broker sends nothing."""
         self._signal(signal.SIGSTOP)
         self.paused = True
 
