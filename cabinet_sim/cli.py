@@ -71,18 +71,15 @@ def sim(
     if not pty and tcp is None:
         raise typer.BadParameter("nothing to serve on: give --pty or --tcp PORT")
     loaded = _load_scenario(scenario)
-    overrides = {"boards": boards, "slots_per_board": slots, "seed": seed, "pacing": pacing}
-    try:
-        if loaded is not None:
-            config = loaded.config(**overrides)
-        else:
-            config = SimConfig.model_validate({k: v for k, v in overrides.items() if v is not None})
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
-
+    overrides: dict[str, object] = {
+        "boards": boards,
+        "slots_per_board": slots,
+        "seed": seed,
+        "pacing": pacing,
+    }
     console = Console()
     options = RunOptions(
-        config=config,
+        config=_config(loaded, overrides),
         scenario=loaded,
         users=UserBehaviour(returns_per_hour=4.0) if users else None,
         pty=pty,
@@ -104,6 +101,16 @@ def sim(
         asyncio.run(simulation.run(ready))
     except KeyboardInterrupt:
         console.print("stopped")
+
+
+def _config(scenario: Scenario | None, overrides: dict[str, object]) -> SimConfig:
+    """Return the scenario's config (or the defaults) with the options given on top."""
+    try:
+        if scenario is not None:
+            return scenario.config(**overrides)
+        return SimConfig.model_validate({k: v for k, v in overrides.items() if v is not None})
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 def _load_scenario(path: Path | None) -> Scenario | None:
