@@ -56,7 +56,7 @@ def test_ignores_bad_crc(cabinet: Cabinet, master: Master) -> None:
     frame = bytearray(encode_request(1, 5, Command.IDENTIFY, Empty()))
     frame[-1] ^= 0x01
     assert master.frames(bytes(frame)) == []
-    # The next valid frame is still answered.
+    # The board still responds to the next valid frame.
     assert master.exchange(1, Command.IDENTIFY, Empty()) is not None
 
 

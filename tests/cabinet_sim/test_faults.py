@@ -73,7 +73,7 @@ def test_local_echo(cabinet: Cabinet) -> None:
     assert [t.echo for t in transmissions] == [True, False]
     assert transmissions[0].data == IDENTIFY
     frames = Deframer().feed(cabinet.handle_bytes(IDENTIFY))
-    # The master sees its own request first, then the response.
+    # The master receives its own request first, then the response.
     assert [frame.is_response for frame in frames] == [False, True]
 
 

@@ -1,4 +1,4 @@
-"""Property tests: whatever the master sends, a board never crashes and answers in protocol."""
+"""Property tests: whatever the master sends, a board never crashes and responds in protocol."""
 
 from __future__ import annotations
 
