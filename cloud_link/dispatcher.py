@@ -160,7 +160,12 @@ class CommandDispatcher:
                 reject_reason=CommandRejectReason.EXECUTION_ERROR,
                 detail=f"handler error: {type(exc).__name__}: {exc}"[:300],
             )
-        self._finish(result, reply)
+        try:
+            self._finish(result, reply)
+        except Exception:
+            # The command stays in progress in the store, so the gateway resolves it from
+            # `pending_commands()` after a restart.
+            logger.exception("could not store the result of command %s", command_id)
 
     def _reject(self, rejection: CommandRejection, reply: ReplyTo) -> None:
         self.counters.rejected += 1

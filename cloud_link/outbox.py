@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 ALWAYS_COALESCED = frozenset({"birth", "heartbeat"})
 CHECKPOINT_EVERY_DELETES = 500
+DEAD_LETTERS_KEPT = 1000
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,16 @@ class Outbox:
             reason,
             reason_code,
         )
+
+    def prune_dead_letters(self, keep: int = DEAD_LETTERS_KEPT) -> int:
+        """Delete all but the newest `keep` dead letters; the counter keeps counting."""
+        with self._storage.transaction(durable=False) as conn:
+            deleted: int = conn.execute(
+                "DELETE FROM dead_letters WHERE id NOT IN"
+                " (SELECT id FROM dead_letters ORDER BY id DESC LIMIT ?)",
+                (keep,),
+            ).rowcount
+        return deleted
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         rows = self._storage.query(

@@ -151,6 +151,7 @@ class CloudLink:
     async def run(self) -> None:
         """Keep the session up until `stop()`; raises `CloudConfigError` on fatal errors."""
         self.commands.prune()
+        self.outbox.prune_dead_letters()
         try:
             async with asyncio.TaskGroup() as tasks:
                 dispatcher = tasks.create_task(self._dispatcher.run(), name="cloud-commands")
@@ -320,11 +321,19 @@ class CloudLink:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.heartbeat_interval_s)
-            if self.connected:
+            if not self.connected:
+                continue
+            try:
                 self.send_heartbeat()
+            except Exception:
+                logger.exception("could not queue the heartbeat")
 
     async def _maintenance_loop(self) -> None:
         while True:
             await asyncio.sleep(MAINTENANCE_INTERVAL_S)
-            self.commands.prune()
-            self._storage.checkpoint()
+            try:
+                self.commands.prune()
+                self.outbox.prune_dead_letters()
+                self._storage.checkpoint()
+            except Exception:
+                logger.exception("state database maintenance failed")

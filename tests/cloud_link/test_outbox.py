@@ -243,3 +243,19 @@ def test_broker_rejection_moves_row(tmp_path: Path) -> None:
     assert letters[0].reason_code == 0x97
     assert stats.dead_letters == 1
     assert stats.pending_bytes == 0
+
+
+def test_dead_letters_are_bounded(tmp_path: Path) -> None:
+    storage, outbox = open_outbox(tmp_path / "db.sqlite")
+    for slot in range(1, 13):
+        outbox.enqueue(fault(slot), topic="t", offline=False)
+    for entry in outbox.pending(20):
+        outbox.move_to_dead_letters(entry.id, "rejected by broker", 0x87)
+    deleted = outbox.prune_dead_letters(keep=5)
+    kept = [letter.seq for letter in outbox.dead_letters()]
+    stats = outbox.stats()
+    storage.close()
+
+    assert deleted == 7
+    assert kept == [12, 11, 10, 9, 8]
+    assert stats.dead_letters == 12

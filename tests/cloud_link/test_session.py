@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 from cloud_link import (
@@ -10,7 +11,9 @@ from cloud_link import (
     EjectOutcomeEvent,
     EjectReport,
     FaultEvent,
+    Heartbeat,
     LowStockEvent,
+    ReturnEvent,
     SlotSnapshot,
     StateChange,
     parse_message,
@@ -195,3 +198,50 @@ async def test_duplicate_client_id_detected_as_flapping(
 
     assert stats.flaps >= 2
     assert stats.connects >= 2
+
+
+async def test_stop_flushes_and_publishes_offline(
+    mosquitto: MosquittoBroker, make_link: LinkFactory
+) -> None:
+    link = make_link()
+    async with observe(mosquitto) as backend:
+        async with running(link):
+            await link.wait_connected()
+            sent = [link.send(FaultEvent(fault=FaultKind.OVERHEAT, slot=n)) for n in range(1, 9)]
+        # `running` returned only after run() did: the flush happened before the disconnect.
+        received = await collect(backend, "/event/fault", len(sent))
+        status = json.loads(payload_bytes(await backend.next_on("/status")))
+        while status["state"] != "offline":
+            status = json.loads(payload_bytes(await backend.next_on("/status")))
+
+    assert [event.seq for event in received] == sent
+    assert status["reason"] == "shutdown"
+
+
+async def test_heartbeat_reports_outbox(mosquitto: MosquittoBroker, make_link: LinkFactory) -> None:
+    link = make_link(heartbeat_interval_s=60)
+    async with observe(mosquitto) as backend, running(link):
+        await link.wait_connected()
+        seq = link.send_heartbeat()
+        message = await backend.next_on("/heartbeat")
+
+    heartbeat = parse_message(payload_bytes(message))
+    assert heartbeat.seq == seq
+    assert isinstance(heartbeat.data, Heartbeat)
+    assert heartbeat.data.interval_s == 60
+    assert heartbeat.data.link is not LinkState.OFFLINE
+    assert message.properties is not None
+    assert getattr(message.properties, "MessageExpiryInterval", None) == 120
+
+
+async def test_mqtt311_events_round_trip(
+    mosquitto: MosquittoBroker, make_link: LinkFactory
+) -> None:
+    link = make_link(mqtt_version="3.1.1")
+    async with observe(mosquitto) as backend, running(link):
+        await link.wait_connected()
+        seq = link.send(ReturnEvent(slot=5, bank_id="0A0B0C0D", recognised=True))
+        event = parse_message(payload_bytes(await backend.next_on("/event/bank_returned")))
+
+    assert event.seq == seq
+    assert event.data == ReturnEvent(slot=5, bank_id="0A0B0C0D", recognised=True)
