@@ -239,8 +239,9 @@ class Board(BoardHardware):
         kinds = self.events.pending_kinds()
         if kinds and kinds != [EventKind.BOARD_BOOT]:
             raise Rejected(Status.BUSY)
-        # NOTE: a running take window does not make RESET busy: the reboot loses its terminal
-        # event, and the master learns from the new boot that the outcome is uncertain.
+        # A reboot during a take window would lose the unlock's terminal event.
+        if any(slot.window is not None for slot in self.slots.values()):
+            raise Rejected(Status.BUSY)
         return Empty()
 
     def _query_unlock(self, body: Message) -> UnlockStatus:

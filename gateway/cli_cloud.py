@@ -54,7 +54,11 @@ def _broker(url: str) -> BrokerAddress:
         raise _fail(str(exc)) from None
 
 
-@cloud_app.command("keygen", cls=TranslatedCommand, help=N_("Write a new Ed25519 signing key and print its public key."))
+@cloud_app.command(
+    "keygen",
+    cls=TranslatedCommand,
+    help=N_("Write a new Ed25519 signing key and print its public key."),
+)
 def keygen(
     out: Annotated[Path, typer.Argument(help=N_("File for the private key (PEM, mode 0600)."))],
 ) -> None:
@@ -63,12 +67,17 @@ def keygen(
     except FileExistsError:
         raise _fail(_("{path} already exists; choose another file.", path=str(out))) from None
     Console().print(
-        _("Private key written to {path}. Trust this public key in the gateway config:", path=str(out))
+        _(
+            "Private key written to {path}. Trust this public key in the gateway config:",
+            path=str(out),
+        )
     )
     print(public)
 
 
-@cloud_app.command("send", cls=TranslatedCommand, help=N_("Sign and send one command, then wait for its result."))
+@cloud_app.command(
+    "send", cls=TranslatedCommand, help=N_("Sign and send one command, then wait for its result.")
+)
 def send(
     command: Annotated[
         str,
@@ -137,7 +146,9 @@ async def _send_and_wait(
             listener.cancel()
 
 
-@cloud_app.command("watch", cls=TranslatedCommand, help=N_("Print every message of a cabinet as JSON lines."))
+@cloud_app.command(
+    "watch", cls=TranslatedCommand, help=N_("Print every message of a cabinet as JSON lines.")
+)
 def watch(
     broker: BrokerOption,
     cabinet: CabinetOption,

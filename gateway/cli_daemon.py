@@ -126,6 +126,7 @@ def register(app: typer.Typer) -> None:
     from cabinet_sim.cli import sim
     from gateway.cli_cloud import cloud_app
     from gateway.cli_diag import TranslatedCommand, TranslatedGroup
+    from gateway.cli_frame import frame_app
 
     def command(name: str, help_text: str) -> Callable[[Callable[..., None]], Any]:
         return app.command(name, cls=TranslatedCommand, help=help_text)
@@ -141,8 +142,9 @@ def register(app: typer.Typer) -> None:
         "example", cls=TranslatedCommand, help=N_("Print the commented example configuration.")
     )(config_example)
     app.add_typer(config_app, name="config", help=N_("Check or print the configuration."))
-    command(
-        "demo", N_("Run a simulated cabinet, a broker, the gateway and a scripted cloud.")
-    )(demo)
+    command("demo", N_("Run a simulated cabinet, a broker, the gateway and a scripted cloud."))(
+        demo
+    )
     command("sim", N_("Run the cabinet simulator on a pseudo-terminal or TCP port."))(sim)
     app.add_typer(cloud_app, name="cloud", help=N_("Sign and send commands; watch a cabinet."))
+    app.add_typer(frame_app, name="frame", help=N_("Decode or encode captured slot-bus frames."))

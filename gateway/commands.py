@@ -99,10 +99,10 @@ class CommandRunner:
                 await bridge.lock(slot)
             return CommandOutcome(CommandStatus.SUCCEEDED)
         failed = []
-        for slot in bridge.snapshot().slots:
-            report = await bridge.self_test(slot.slot)
+        for number in [s.slot for s in bridge.snapshot().slots]:
+            report = await bridge.self_test(number)
             if not report.passed:
-                failed.append(f"{slot.slot}:{'+'.join(report.failed_checks)}")
+                failed.append(f"{number}:{'+'.join(report.failed_checks)}")
         if failed:
             return CommandOutcome(CommandStatus.FAILED, detail=("failed " + " ".join(failed))[:300])
         return CommandOutcome(CommandStatus.SUCCEEDED)

@@ -128,7 +128,7 @@ def demo_config(state_dir: Path, pty_path: str, sim: SimConfig, broker: BrokerAd
             "port": pty_path,
             "boards": [
                 {"address": address, "slot_count": sim.slots_per_board}
-                for address in sim.board_addresses
+                for address in sim.board_addresses()
             ],
         },
         "mqtt": {

@@ -37,6 +37,12 @@ def _bank_id(value: Any) -> bytes:
     return bytes(value)
 
 
+def _strict_bool(value: Any) -> bool:
+    if value not in (0, 1):
+        raise ValueError(f"{value} is not a boolean (0 or 1)")
+    return bool(value)
+
+
 def bank_id_hex(bank_id: bytes) -> str | None:
     """Return the bank id as upper-case hex, or None for the all-zero "no id" value."""
     return None if bank_id == NO_BANK_ID else bank_id.hex().upper()
@@ -243,7 +249,7 @@ class UnlockResult(Message):
         ("slot", "B", int),
         ("token", "I", int),
         ("result", "B", UnlockCode),
-        ("repeated", "?", bool),
+        ("repeated", "B", _strict_bool),
     )
 
 
@@ -282,7 +288,7 @@ class ChargingRequest(Message):
     slot: int
     enable: bool
 
-    FIELDS = (("slot", "B", int), ("enable", "?", bool))
+    FIELDS = (("slot", "B", int), ("enable", "B", _strict_bool))
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ from protocol.slotbus import (
     EventKind,
     Identity,
     InsertFlag,
-    LockState,
     ResetRequest,
     SlotFault,
     Status,
@@ -157,15 +156,15 @@ def test_reset_allowed_with_only_boot_event(cabinet: Cabinet) -> None:
     assert master.status(1, Command.RESET, ResetRequest(RESET_MAGIC)) is Status.OK
 
 
-def test_reset_during_take_window(cabinet: Cabinet, master: Master) -> None:
+def test_reset_busy_during_take_window(cabinet: Cabinet, master: Master) -> None:
     master.call(1, Command.UNLOCK, UnlockRequest(1, 10, 99))
-    assert master.status(1, Command.RESET, ResetRequest(RESET_MAGIC)) is Status.OK
-    # The reboot loses the window: the lock returns and no terminal event follows.
-    assert cabinet.slot(1).window is None
-    assert cabinet.slot(1).lock is LockState.LOCKED
-    cabinet.advance(20)
+    master.drain_events(1)
+    assert master.status(1, Command.RESET, ResetRequest(RESET_MAGIC)) is Status.BUSY
+    assert cabinet.slot(1).window is not None
+    cabinet.advance(11)
     kinds = [e.kind for e in master.drain_events(1)]
-    assert kinds == [EventKind.BOARD_BOOT]
+    assert kinds == [EventKind.UNLOCK_NOT_TAKEN]
+    assert master.status(1, Command.RESET, ResetRequest(RESET_MAGIC)) is Status.OK
 
 
 def test_reset_reboots(clock: ManualClock, cabinet: Cabinet, master: Master) -> None:

@@ -88,7 +88,7 @@ class Rig:
                 "port": self.pty_path,
                 "boards": [
                     {"address": address, "slot_count": sim_config.slots_per_board}
-                    for address in sim_config.board_addresses
+                    for address in sim_config.board_addresses()
                 ],
                 "unlock_window_s": 3,
                 "status_interval_s": 1.0,

@@ -20,7 +20,7 @@ _RANGES = {
 
 
 def _field_strategy(code: str, convert: Any) -> st.SearchStrategy[Any]:
-    if code == "?":
+    if code == "?" or getattr(convert, "__name__", "") == "_strict_bool":
         return st.booleans()
     if code.endswith("s"):
         return st.binary(min_size=int(code[:-1]), max_size=int(code[:-1]))

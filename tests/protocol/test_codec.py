@@ -202,3 +202,9 @@ def test_trailing_bytes_need_opt_in() -> None:
     with pytest.raises(PayloadError, match="unexpected bytes"):
         decode_response(frame)
     assert decode_response(frame, allow_trailing=True).body.encode() == b"\x02\x00"
+
+
+def test_boolean_field_rejects_other_values() -> None:
+    frame = _single_frame(encode_frame(1, 0, Command.SET_CHARGING, b"\x01\x02"))
+    with pytest.raises(PayloadError, match="enable"):
+        decode_request(frame)
