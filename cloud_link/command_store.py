@@ -112,16 +112,38 @@ class CommandStore:
             )
         return BeginResult(BeginState.NEW)
 
-    def finish(self, command_id: str, result: CommandResult) -> None:
+    def lookup(self, command_id: str) -> BeginResult | None:
+        """Return what is stored for a command id without recording anything."""
+        rows = self._storage.query(
+            "SELECT state, result FROM commands WHERE command_id = ?", (command_id,)
+        )
+        if not rows:
+            return None
+        if rows[0][0] == "done":
+            return BeginResult(BeginState.DONE, CommandResult.model_validate_json(rows[0][1]))
+        return BeginResult(BeginState.IN_PROGRESS)
+
+    def finish(
+        self,
+        command_id: str,
+        result: CommandResult,
+        *,
+        reply: ReplyTo | None = None,
+        create: bool = False,
+    ) -> None:
         """Store the final result. Joins an open transaction so the result can be queued with it.
 
-        Raises `UnknownCommandError` when `begin` was never called for the id, and
-        `ValueError` when the command already has a final result.
+        With `create`, a command that never started (a rejected request) is recorded as
+        finished at once. Raises `UnknownCommandError` when the id was never started and
+        `create` is false, and `ValueError` when the command already has a final result.
         """
         with self._storage.transaction(durable=True) as conn:
             row = conn.execute(
                 "SELECT state FROM commands WHERE command_id = ?", (command_id,)
             ).fetchone()
+            if row is None and create:
+                self.begin(command_id, reply=reply)
+                row = ("in_progress",)
             if row is None:
                 raise UnknownCommandError(f"command {command_id!r} was never started")
             if row[0] == "done":

@@ -25,7 +25,7 @@ from cloud_link.config import CloudConfig
 from cloud_link.errors import CloudConfigError
 from cloud_link.intake import ReceivedPayload
 from cloud_link.messages import LinkStatus, timestamp
-from cloud_link.mqtt_client import LinkClient, new_properties
+from cloud_link.mqtt_client import RC_FIRST_ERROR, LinkClient, new_properties, reason_value
 from cloud_link.outbox import Outbox
 from cloud_link.publisher import Publisher
 from cloud_link.tls import LinkTlsContext, is_certificate_alert, is_certificate_error
@@ -131,14 +131,24 @@ class Connection:
     async def _on_connect(self, client: LinkClient) -> None:
         """Resubscribe, mark the cabinet online and queue a fresh birth."""
         self.connects += 1
-        await client.subscribe(self.topics.command, qos=1, timeout=self.ack_timeout_s())
-        await client.publish_acked(
+        granted = await client.subscribe(self.topics.command, qos=1, timeout=self.ack_timeout_s())
+        if any(reason_value(code) >= RC_FIRST_ERROR for code in granted):
+            logger.error(
+                "broker rejected the subscription to %s (%s); no commands can arrive",
+                self.topics.command,
+                granted,
+            )
+        code = await client.publish_acked(
             self.topics.status,
             self._status_payload("online"),
             qos=1,
             retain=True,
             ack_timeout_s=self.ack_timeout_s(),
         )
+        if code >= RC_FIRST_ERROR:
+            logger.error(
+                "broker rejected the online status on %s: 0x%02x", self.topics.status, code
+            )
         self._connected.set()
         self._changed.set()
         logger.info(

@@ -25,8 +25,9 @@ from cloud_link.messages import (
 logger = logging.getLogger(__name__)
 
 CommandHandler = Callable[[AcceptedCommand], Awaitable[CommandOutcome]]
-# `finish` stores a final result and queues it in one transaction; `publish_result` only
-# queues a result (rejections of unauthenticated payloads, stored results sent again).
+# `finish` stores a started command's final result and queues it in one transaction, and
+# `record_rejection` does the same for an authenticated request that never started.
+# `publish_result` only queues a result (unauthenticated rejections, stored results again).
 ResultSink = Callable[[CommandResult, ReplyTo | None], None]
 
 QUEUE_LIMIT = 64
@@ -71,6 +72,7 @@ class CommandDispatcher:
         store: CommandStore,
         handler: CommandHandler,
         finish: ResultSink,
+        record_rejection: ResultSink,
         publish_result: ResultSink,
         publish_security: Callable[[SecurityEvent], None],
         rebirth: Callable[[], None],
@@ -81,6 +83,7 @@ class CommandDispatcher:
         self._store = store
         self._handler = handler
         self._finish = finish
+        self._record_rejection = record_rejection
         self._publish_result = publish_result
         self._publish_security = publish_security
         self._rebirth = rebirth
@@ -183,11 +186,11 @@ class CommandDispatcher:
             detail=rejection.detail[:300],
         )
         if rejection.authenticated and rejection.command_id is not None:
-            begin = self._store.begin(rejection.command_id, None, rejection.key_id, reply)
-            if begin.state is not BeginState.NEW:
-                self._duplicate(rejection.command_id, begin.state, begin.result, reply)
+            known = self._store.lookup(rejection.command_id)
+            if known is not None:
+                self._duplicate(rejection.command_id, known.state, known.result, reply)
                 return
-            self._finish(result, reply)
+            self._record_rejection(result, reply)
             self._report_security(rejection)
             return
 

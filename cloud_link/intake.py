@@ -263,6 +263,8 @@ class CommandIntake:
 
         settings = self._settings
         lifetime = (body.deadline - body.issued_at).total_seconds()
+        if lifetime <= 0:
+            return reject(CommandRejectReason.INVALID_SCHEMA, "deadline is not after issued_at")
         if lifetime > settings.max_lifetime_s:
             return reject(
                 CommandRejectReason.DEADLINE_TOO_FAR,

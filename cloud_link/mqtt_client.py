@@ -32,6 +32,11 @@ def new_properties(packet_type: int) -> Properties:
     return Properties(packet_type)  # type: ignore[no-untyped-call]
 
 
+def reason_value(code: int | ReasonCode) -> int:
+    """Return a SUBACK entry as a number: a granted QoS, or a reason code of 0x80 and above."""
+    return code if isinstance(code, int) else int(code.value)
+
+
 class PublishFailedError(aiomqtt.MqttError):
     """paho refused to send a message, for example because it exceeds the packet size."""
 

@@ -125,6 +125,7 @@ class CloudLink:
             store=self.commands,
             handler=handler,
             finish=self._finish_command,
+            record_rejection=self._record_rejection,
             publish_result=self._queue_result,
             publish_security=self._send_security,
             rebirth=self.request_rebirth,
@@ -308,13 +309,18 @@ class CloudLink:
         )
         self._publisher.wake()
 
-    def _finish_command(self, result: CommandResult, reply: ReplyTo | None) -> None:
+    def _finish_command(
+        self, result: CommandResult, reply: ReplyTo | None, *, create: bool = False
+    ) -> None:
         if result.command_id is None:
             raise ValueError("a final result needs a command id")
         with self._storage.transaction(durable=True):
-            self.commands.finish(result.command_id, result)
+            self.commands.finish(result.command_id, result, reply=reply, create=create)
             self._queue_result(result, reply)
         logger.info("command %s finished: %s", result.command_id, result.status)
+
+    def _record_rejection(self, result: CommandResult, reply: ReplyTo | None) -> None:
+        self._finish_command(result, reply, create=True)
 
     # Background loops
 

@@ -136,3 +136,19 @@ def test_unlock_token_is_stable_and_nonzero() -> None:
     assert 0 not in tokens
     assert all(token < 2**32 for token in tokens)
     assert len(tokens) == 2000
+
+
+def test_finish_with_create_records_rejection(tmp_path: Path) -> None:
+    storage, store = open_store(tmp_path / "db.sqlite", ManualClock())
+    before = store.lookup("rej-1")
+    rejected = CommandResult(command_id="rej-1", command="eject", status=CommandStatus.REJECTED)
+    store.finish("rej-1", rejected, create=True)
+    after = store.lookup("rej-1")
+    pending = store.in_progress()
+    storage.close()
+
+    assert before is None
+    assert after is not None
+    assert after.state is BeginState.DONE
+    assert after.result == rejected
+    assert pending == []

@@ -338,3 +338,17 @@ def test_random_signed_bodies_never_raise(value: object) -> None:
 
     assert isinstance(verdict, CommandRejection)
     assert verdict.reason is not CommandRejectReason.BAD_SIGNATURE
+
+
+def test_deadline_before_issue_rejected() -> None:
+    clock = ManualClock()
+    body = json.dumps(
+        valid_body(
+            clock,
+            deadline=datetime.fromtimestamp(clock.wall() - 1, tz=UTC).isoformat(),
+        )
+    )
+    verdict = rejection(make_intake(clock).check(received(clock, raw_body_payload(body), 30)))
+
+    assert verdict.reason is CommandRejectReason.INVALID_SCHEMA
+    assert "deadline" in verdict.detail
