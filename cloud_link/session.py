@@ -150,7 +150,11 @@ class CloudLink:
     # Lifecycle
 
     async def run(self) -> None:
-        """Keep the session up until `stop()`; raises `CloudConfigError` on fatal errors."""
+        """Keep the session up until `stop()` returns it.
+
+        Raises `CloudConfigError` on a fatal configuration error (certificates). A failure of
+        the state database (`sqlite3.Error`) also ends it, because nothing can be queued.
+        """
         self.commands.prune()
         self.outbox.prune_dead_letters()
         try:
@@ -193,13 +197,11 @@ class CloudLink:
         self.send(event)
 
     def request_rebirth(self) -> None:
-        """Queue a fresh birth from the birth provider."""
+        """Queue a fresh birth from the birth provider; failures are logged, not raised."""
         try:
-            birth = self._birth_provider()
+            self.send(self._birth_provider())
         except Exception:
-            logger.exception("birth provider failed; no birth published")
-            return
-        self.send(birth)
+            logger.exception("could not queue a birth")
 
     # Commands
 
@@ -265,8 +267,6 @@ class CloudLink:
                 outbox=self.outbox.stats(),
             )
         )
-
-    # Connection
 
     # Outbox helpers
 

@@ -245,3 +245,18 @@ async def test_mqtt311_events_round_trip(
 
     assert event.seq == seq
     assert event.data == ReturnEvent(slot=5, bank_id="0A0B0C0D", recognised=True)
+
+
+async def test_failing_birth_provider_keeps_session(
+    mosquitto: MosquittoBroker, make_link: LinkFactory
+) -> None:
+    def broken_birth() -> Birth:
+        raise RuntimeError("cabinet state not ready")
+
+    link = make_link(birth=broken_birth)
+    async with observe(mosquitto) as backend, running(link):
+        await link.wait_connected()
+        seq = link.send(FaultEvent(fault=FaultKind.BOARD_OFFLINE, board=2))
+        event = parse_message(payload_bytes(await backend.next_on("/event/fault")))
+
+    assert event.seq == seq
