@@ -98,8 +98,10 @@ async def kill_while_publishing(
 
         # The broker publishes the will once it detects the closed socket.
         while True:
-            will = json.loads(payload_bytes(await status.next_on("/status")))
-            if will["state"] == "offline":
+            message = await status.next_on("/status")
+            will = json.loads(payload_bytes(message))
+            # A retained status is from before this process; only a live one is the will.
+            if will["state"] == "offline" and not message.retain:
                 break
 
         restarted = await start_child(config_json, state_dir, "drain", 5)
