@@ -53,7 +53,7 @@ class BeginResult:
 
 @dataclass(frozen=True)
 class ReplyTo:
-    """Where the final result goes when the request named an MQTT 5 response topic."""
+    """Destination of the final result when the request named an MQTT 5 response topic."""
 
     topic: str | None = None
     correlation_data: bytes | None = None

@@ -68,7 +68,7 @@ class OutboxLimits(BaseModel):
 
 
 class ClockSync(StrEnum):
-    """Source that tells the link whether the wall clock is synchronised."""
+    """Method the link uses to decide whether the wall clock is synchronised."""
 
     SYNCHRONISED = "synchronised"
     UNSYNCHRONISED = "unsynchronised"

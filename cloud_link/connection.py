@@ -1,6 +1,6 @@
 """The MQTT connection of the cloud link: connect, serve, reconnect.
 
-Each connection resubscribes, publishes the retained `online` status and asks for a fresh
+Each connection resubscribes, publishes the retained `online` status and requests a fresh
 birth, then runs the receiver and the outbox publisher until the connection fails or a stop
 is requested. Reconnects use capped exponential backoff with jitter; disconnects right after
 CONNACK count as flaps and lead to the long backoff.

@@ -4,7 +4,7 @@
     python -m cloud_link.contract --check docs/   # exit 1 when the files are out of date
 
 The JSON Schemas (draft 2020-12, as pydantic emits them) go to `docs/schemas/`, one file per
-payload; `docs/asyncapi.json` is an AsyncAPI 3.0 document whose messages reference them.
+payload. `docs/asyncapi.json` is an AsyncAPI 3.0 document whose messages reference them.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Turns command-topic payloads into exactly one final result each.
 
-Valid commands run through the gateway handler in their own task; invalid ones get a
-rejection result (and a security event when authentication failed) without reaching it.
+Valid commands run through the gateway handler in their own task. Invalid ones get a
+rejection result without reaching it, plus a security event when authentication failed.
 """
 
 from __future__ import annotations

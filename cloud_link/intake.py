@@ -54,7 +54,7 @@ class VerifiedCommand:
 
 @dataclass(frozen=True)
 class CommandRejection:
-    """Why a payload was rejected.
+    """Reason a payload was rejected.
 
     `authenticated` is true when the signature was valid, so `command_id` can be trusted
     and the rejection stored as that command's final result.
