@@ -1,5 +1,25 @@
-"""The cabinet's link to the cloud over MQTT: messages, outbox, session and commands."""
+"""The cabinet's link to the cloud over MQTT: messages, outbox, session and commands.
 
+How the gateway uses it:
+
+    async def handle(command: AcceptedCommand) -> CommandOutcome:
+        # Run the command on the slot bus; never start after command.deadline_monotonic.
+        ...
+
+    link = CloudLink(config, state_dir=state_dir, handler=handle, birth_provider=make_birth)
+    for pending in link.pending_commands():        # started before a restart, no result yet
+        link.complete_command(pending.command_id, "eject", resolve(pending))
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(link.run())
+        link.send(FaultEvent(fault=FaultKind.TAMPER, slot=3))   # returns the sequence number
+        ...
+        link.stop()                                # flush, publish offline, return from run()
+    link.close()
+
+`docs/mqtt-api.md` describes the wire contract for backend engineers.
+"""
+
+from cloud_link.clock import Clock, ManualClock, SystemClock
 from cloud_link.command_store import (
     BeginResult,
     BeginState,
@@ -27,6 +47,7 @@ from cloud_link.config import (
     OutboxLimits,
     TlsConfig,
 )
+from cloud_link.dispatcher import CommandHandler
 from cloud_link.errors import (
     CloudConfigError,
     CloudLinkError,
@@ -54,7 +75,7 @@ from cloud_link.messages import (
     StateChange,
     parse_message,
 )
-from cloud_link.session import CloudLink, LinkStats, OutgoingData
+from cloud_link.session import BirthProvider, CloudLink, LinkStats, OutgoingData
 from cloud_link.signing import public_key_base64, sign_command
 from cloud_link.topics import Topics
 
@@ -64,13 +85,16 @@ __all__ = [
     "BeginResult",
     "BeginState",
     "Birth",
+    "BirthProvider",
     "BoardSnapshot",
+    "Clock",
     "ClockSync",
     "CloudConfig",
     "CloudConfigError",
     "CloudLink",
     "CloudLinkError",
     "CommandBody",
+    "CommandHandler",
     "CommandOutcome",
     "CommandRejectReason",
     "CommandResult",
@@ -86,6 +110,7 @@ __all__ = [
     "LinkStats",
     "LockCommand",
     "LowStockEvent",
+    "ManualClock",
     "OutboxFullError",
     "OutboxLimits",
     "OutgoingData",
@@ -102,6 +127,7 @@ __all__ = [
     "SlotEnableCommand",
     "SlotSnapshot",
     "StateChange",
+    "SystemClock",
     "TlsConfig",
     "Topics",
     "UnknownCommandError",

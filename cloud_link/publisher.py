@@ -59,13 +59,13 @@ class Publisher:
         limits: OutboxLimits,
         clock: Clock,
         mqtt5: bool,
-        on_settled: Callable[[], None] = lambda: None,
+        on_progress: Callable[[], None] = lambda: None,
     ) -> None:
         self._outbox = outbox
         self._limits = limits
         self._clock = clock
         self._mqtt5 = mqtt5
-        self._on_settled = on_settled
+        self._on_progress = on_progress
         self._wakeup = asyncio.Event()
         self._settled = asyncio.Event()
         self._in_flight: set[int] = set()
@@ -109,6 +109,7 @@ class Publisher:
                         if suspect_key(entry) in self._suspects:
                             self._solo = suspect_key(entry)
                         self._in_flight.add(entry.id)
+                        self._on_progress()
                         tasks.create_task(
                             self._publish_one(client, entry, ack_timeout_s),
                             name=f"publish-{entry.seq}",
@@ -201,7 +202,7 @@ class Publisher:
             self._settle(entry, code)
         self._wakeup.set()
         self._settled.set()
-        self._on_settled()
+        self._on_progress()
 
     def _settle(self, entry: OutboxEntry, code: int) -> None:
         if code >= RC_FIRST_ERROR:

@@ -69,6 +69,7 @@ class LinkStats:
     connect_failures: int
     disconnects: int
     flaps: int
+    in_flight: int
     outbox: OutboxStats
     publisher: PublisherCounters
     commands: DispatcherCounters
@@ -112,7 +113,7 @@ class CloudLink:
             limits=config.outbox,
             clock=self._clock,
             mqtt5=self._mqtt5,
-            on_settled=self._changed.set,
+            on_progress=self._changed.set,
         )
         intake = CommandIntake(
             cabinet_id=config.cabinet_id,
@@ -229,7 +230,7 @@ class CloudLink:
         await self._connection.wait_connected()
 
     async def wait_until(self, predicate: Callable[[LinkStats], bool]) -> LinkStats:
-        """Wait until `predicate(stats())` holds; rechecked on connection changes and PUBACKs."""
+        """Wait until `predicate(stats())` holds; rechecked on connection changes and publishes."""
         while True:
             stats = self.stats()
             if predicate(stats):
@@ -252,6 +253,7 @@ class CloudLink:
             connect_failures=self._connection.connect_failures,
             disconnects=self._connection.disconnects,
             flaps=self._connection.flaps.total,
+            in_flight=self._publisher.in_flight,
             outbox=self.outbox.stats(),
             publisher=self._publisher.counters,
             commands=self._dispatcher.counters,

@@ -22,8 +22,8 @@ from cloud_link import (
 )
 from cloud_link.clock import ManualClock
 from cloud_link.messages import Lane, OutboxStats
-from cloud_link.outbox import Outbox
-from cloud_link.storage import Storage
+from cloud_link.outbox import CHECKPOINT_EVERY_DELETES, Outbox
+from cloud_link.storage import JOURNAL_SIZE_LIMIT_BYTES, Storage
 from protocol.cabinet import EjectOutcome, FaultKind, LinkState, SlotState
 
 CABINET = "cab-001"
@@ -259,3 +259,16 @@ def test_dead_letters_are_bounded(tmp_path: Path) -> None:
     assert deleted == 7
     assert kept == [12, 11, 10, 9, 8]
     assert stats.dead_letters == 12
+
+
+def test_wal_stays_bounded(tmp_path: Path) -> None:
+    storage, outbox = open_outbox(tmp_path / "db.sqlite")
+    for round_number in range(3 * CHECKPOINT_EVERY_DELETES):
+        outbox.enqueue(fault(round_number % 8 + 1), topic="t", offline=False)
+        for entry in outbox.pending(1):
+            outbox.remove(entry.id)
+    wal = tmp_path / "db.sqlite-wal"
+    wal_bytes = wal.stat().st_size if wal.exists() else 0
+    storage.close()
+
+    assert wal_bytes <= JOURNAL_SIZE_LIMIT_BYTES

@@ -260,3 +260,23 @@ async def test_failing_birth_provider_keeps_session(
         event = parse_message(payload_bytes(await backend.next_on("/event/fault")))
 
     assert event.seq == seq
+
+
+async def test_in_flight_window_is_bounded(
+    mosquitto: MosquittoBroker, make_link: LinkFactory
+) -> None:
+    link = make_link(outbox={"max_in_flight": 3})
+    async with observe(mosquitto), running(link):
+        await link.wait_connected()
+        # Wait until the birth is acknowledged, so the window starts empty.
+        await asyncio.wait_for(link.wait_until(lambda s: s.outbox.pending == 0), WAIT_S)
+        mosquitto.pause()
+        for slot in range(1, 11):
+            link.send(FaultEvent(fault=FaultKind.LOCK_FAULT, slot=slot))
+        stats = await asyncio.wait_for(link.wait_until(lambda s: s.in_flight >= 3), WAIT_S)
+        mosquitto.resume()
+        drained = await asyncio.wait_for(link.wait_until(lambda s: s.outbox.pending == 0), WAIT_S)
+
+    assert stats.in_flight == 3
+    assert stats.outbox.pending == 10
+    assert drained.in_flight == 0
