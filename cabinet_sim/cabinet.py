@@ -11,19 +11,19 @@ from cabinet_sim.bank import Bank, random_bank, random_bank_id
 from cabinet_sim.board import Board
 from cabinet_sim.clock import Clock, ManualClock
 from cabinet_sim.config import SimConfig, SlotAddress
+from cabinet_sim.emulation import Emulation, NativeEmulation
+from cabinet_sim.gzxj_station import GzxjStation
 from cabinet_sim.hardware import SimulationError
 from cabinet_sim.notices import Notice, NoticeKind
+from cabinet_sim.s1tt_boards import S1ttBoards
 from cabinet_sim.slot import InjectedFault, Slot
 from cabinet_sim.timeline import Timeline, TimerHandle
-from protocol.slotbus.codes import BootReason, Command
-from protocol.slotbus.frame import Deframer
+from protocol.slotbus.codes import BootReason
 
 logger = logging.getLogger(__name__)
 
 TURNAROUND_S = 0.001
 """Delay between a request's last byte and the response; within BOARD_TURNAROUND_S."""
-
-LOCK_COMMANDS = frozenset({Command.UNLOCK, Command.LOCK})
 
 Listener = Callable[[Notice], None]
 
@@ -48,6 +48,9 @@ class LinkFaults:
     local_echo: bool = False
 
 
+TransmitListener = Callable[["Transmission"], None]
+
+
 class Cabinet:
     """A whole cabinet on the serial side, driven by `clock`.
 
@@ -66,6 +69,7 @@ class Cabinet:
             self.clock.now(), self._advance_physics, self.config.physics_step_s
         )
         self._listeners: list[Listener] = []
+        self._transmit_listeners: list[TransmitListener] = []
         self.slot_map = self.config.slot_map()
         self.boards: dict[int, Board] = {
             address: Board(
@@ -87,10 +91,18 @@ class Cabinet:
         )
         self.port_online = True
         self._port_timer: TimerHandle | None = None
-        self._deframer = Deframer()
         for board in self.boards.values():
             board.boot(BootReason.POWER_ON, unresponsive_s=0.0)
         self._fill_slots(random.Random(f"{seed}:banks"))
+        self.emulation: Emulation = self._make_emulation()
+        """The wire protocol that `config.protocol` selects."""
+
+    def _make_emulation(self) -> Emulation:
+        if self.config.protocol == "gzxj":
+            return GzxjStation(self)
+        if self.config.protocol == "s1tt":
+            return S1ttBoards(self)
+        return NativeEmulation(self)
 
     # Layout
 
@@ -175,23 +187,40 @@ class Cabinet:
         out: list[Transmission] = []
         if self.link.local_echo and data:
             out.append(Transmission(0.0, bytes(data), echo=True))
-        for frame in self._deframer.feed(self._corrupt(data)):
-            board = self.boards.get(frame.address)
-            response = board.handle_frame(frame) if board is not None else None
-            if response is None:
-                continue
+        for reply in self.emulation.handle(self._corrupt(data)):
             if self._link_rng.random() < self.link.drop_response_rate:
-                logger.debug(
-                    "board %d: response to sequence %d dropped", frame.address, frame.sequence
-                )
+                logger.debug("%s: response dropped", reply.label)
                 continue
-            delay = TURNAROUND_S
-            if frame.command_id in LOCK_COMMANDS:
-                delay += self.config.lock_confirm_s
+            delay = TURNAROUND_S + reply.extra_delay_s
             if self._link_rng.random() < self.link.late_response_rate:
                 delay += self.link.late_response_delay_s
-            out.append(Transmission(delay, self._corrupt(response)))
+            out.append(Transmission(delay, self._corrupt(reply.data)))
         return out
+
+    def subscribe_unsolicited(self, listener: TransmitListener) -> Callable[[], None]:
+        """Call `listener` with every frame a board sends on its own, such as a GZXJ report.
+
+        Return a function that unsubscribes it. Transports subscribe while they serve.
+        """
+        self._transmit_listeners.append(listener)
+        return lambda: self._transmit_listeners.remove(listener)
+
+    def send_unsolicited(self, data: bytes, label: str = "") -> None:
+        """Send a frame that no request asked for, through the same line faults as replies.
+
+        Without a subscribed transport the frame is lost, like bytes on an unread line.
+        """
+        if not self.port_online:
+            return
+        if self._link_rng.random() < self.link.drop_response_rate:
+            logger.debug("%s: unsolicited frame dropped", label)
+            return
+        delay = 0.0
+        if self._link_rng.random() < self.link.late_response_rate:
+            delay += self.link.late_response_delay_s
+        transmission = Transmission(delay, self._corrupt(data))
+        for listener in list(self._transmit_listeners):
+            listener(transmission)
 
     def handle_bytes(self, data: bytes) -> bytes:
         """Feed bytes from the master and return every byte sent back, ignoring delays."""
@@ -215,7 +244,7 @@ class Cabinet:
             self._port_timer = None
         if self.port_online:
             self.port_online = False
-            self._deframer.reset()
+            self.emulation.reset_input()
             logger.info("serial port down")
             self._notify(Notice(NoticeKind.PORT_DOWN, 0, 0))
         if duration_s is not None:
@@ -309,14 +338,18 @@ class Cabinet:
             raise SimulationError(f"cabinet slot {slot} is empty")
         return bank
 
-    def set_board_silent(self, address: int, silent: bool = True) -> None:
-        """Make a board stop responding (or respond again); it keeps working meanwhile."""
-        self.update()
-        self.board(address).silent = silent
+    def set_board_silent(self, address: int | str, silent: bool = True) -> None:
+        """Make a board stop responding (or respond again); it keeps working meanwhile.
 
-    def power_cycle(self, address: int, reason: BootReason = BootReason.POWER_ON) -> None:
+        Under GZXJ the only board on the line is the station, at its GZXJ address.
+        """
         self.update()
-        self.board(address).boot(reason)
+        self.emulation.set_silent(address, silent)
+
+    def power_cycle(self, address: int | str, reason: BootReason = BootReason.POWER_ON) -> None:
+        """Restart a board; under GZXJ this resets the station (see `GzxjStation.reset`)."""
+        self.update()
+        self.emulation.restart(address, reason)
 
     # Start-up
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -17,10 +18,24 @@ from cabinet_sim.scenario import Scenario, ScenarioError
 from cabinet_sim.users import UserBehaviour
 
 
+class WireProtocolOption(StrEnum):
+    NATIVE = "native"
+    GZXJ = "gzxj"
+    S1TT = "s1tt"
+
+
 def sim(
     *,
+    protocol: Annotated[
+        WireProtocolOption | None,
+        typer.Option(
+            help="Wire protocol: native slot-bus boards, one GZXJ station, or S1TT boards. "
+            "Default native."
+        ),
+    ] = None,
     boards: Annotated[
-        int | None, typer.Option(help="Number of slot boards, addresses 1..N. Default 4.")
+        int | None,
+        typer.Option(help="Number of slot boards, addresses 1..N (0..N-1 for S1TT). Default 4."),
     ] = None,
     slots: Annotated[int | None, typer.Option(help="Slots per board, 1..12. Default 6.")] = None,
     seed: Annotated[
@@ -72,6 +87,7 @@ def sim(
         raise typer.BadParameter("nothing to serve on: give --pty or --tcp PORT")
     loaded = _load_scenario(scenario)
     overrides: dict[str, object] = {
+        "protocol": protocol.value if protocol is not None else None,
         "boards": boards,
         "slots_per_board": slots,
         "seed": seed,

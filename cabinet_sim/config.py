@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from protocol.gzxj.constants import HOST_SILENCE_RESET_S, REPORT_INTERVAL_S
+from protocol.s1tt.constants import SLOTS_PER_BOARD as S1TT_SLOTS_PER_BOARD
 from protocol.slotbus.constants import (
     BAUD_RATE,
     MAX_ADDRESS,
@@ -17,6 +19,9 @@ from protocol.slotbus.constants import (
 )
 
 MAX_CABINET_SLOTS = 48
+S1TT_MAX_ADDRESS = 0xFF
+
+WireProtocol = Literal["native", "gzxj", "s1tt"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +86,41 @@ class FaultRates(_Model):
     """Echo the master's bytes back to it, as RS-485 adapters without echo suppression do."""
 
 
+class GzxjConfig(_Model):
+    """The GZXJ station board. Values the published protocol leaves open are our choices."""
+
+    address: str = Field(default="0", pattern=r"^[0-9A-Za-z]{1,3}$")
+    device_id: str = Field(default="GZSIM0001", pattern=r"^[0-9A-Za-z._\-]{1,32}$")
+    firmware: str = Field(default="sim-1.0", pattern=r"^[0-9A-Za-z._\-]{1,32}$")
+    min_charge: int = Field(default=80, ge=0, le=100)
+    """Minimum rentable charge in percent until the host sets another with CM."""
+    lock_fault_blocks: bool = True
+    cable_fault_blocks: bool = True
+    take_window_s: int = Field(default=30, ge=1)
+    """How long an opened slot stays open for the renter before the lock returns."""
+    rent_timeout_s: float = Field(default=5.0, ge=0)
+    """Delay of a rent reply with result TIMEOUT: the station waited this long on the slot."""
+    report_interval_s: float = Field(default=REPORT_INTERVAL_S, gt=0)
+    return_repeat_s: float = Field(default=10.0, gt=0)
+    """Interval at which an unconfirmed RS return report is sent again."""
+    host_silence_reset_s: float = Field(default=HOST_SILENCE_RESET_S, gt=0)
+    order_cache_size: int = Field(default=64, ge=1)
+    """Order ids whose reply the station keeps for repeated requests."""
+
+
+class S1ttConfig(_Model):
+    """The S1TT slot boards."""
+
+    firmware_version: str = Field(default="sim-1.0.0", min_length=1, max_length=60)
+    latch_open_s: int = Field(default=30, ge=1)
+    """How long the latch stays open after an UNLOCK before it returns."""
+
+
 class SimConfig(_Model):
     """Everything that shapes one simulated cabinet. Equal configs give equal runs."""
 
     boards: int | tuple[int, ...] = 4
-    """Number of boards (addresses 1..N), or the list of board addresses in bus order."""
+    """Number of boards (addresses 1..N; 0..N-1 for S1TT), or the addresses in bus order."""
     slots_per_board: int = Field(default=6, ge=1, le=MAX_SLOTS_PER_BOARD)
     seed: int = 0
     event_capacity: int = Field(default=MIN_EVENT_QUEUE, ge=MIN_EVENT_QUEUE, le=255)
@@ -106,6 +141,10 @@ class SimConfig(_Model):
     physics_step_s: float = Field(default=1.0, gt=0, le=60)
     firmware_version: tuple[int, int, int] = (1, 0, 0)
     hardware_revision: int = Field(default=1, ge=0, le=255)
+    protocol: WireProtocol = "native"
+    """Wire protocol on the serial line: slot-bus v1, a GZXJ station, or S1TT slot boards."""
+    gzxj: GzxjConfig = GzxjConfig()
+    s1tt: S1ttConfig = S1ttConfig()
 
     @model_validator(mode="after")
     def _check_layout(self) -> Self:
@@ -114,9 +153,16 @@ class SimConfig(_Model):
             raise ValueError("a cabinet needs at least one board")
         if len(set(addresses)) != len(addresses):
             raise ValueError(f"board addresses {list(addresses)} contain duplicates")
+        lowest, highest = (
+            (0, S1TT_MAX_ADDRESS) if self.protocol == "s1tt" else (MIN_ADDRESS, MAX_ADDRESS)
+        )
         for address in addresses:
-            if not MIN_ADDRESS <= address <= MAX_ADDRESS:
-                raise ValueError(f"board address {address} is outside {MIN_ADDRESS}..{MAX_ADDRESS}")
+            if not lowest <= address <= highest:
+                raise ValueError(f"board address {address} is outside {lowest}..{highest}")
+        if self.protocol == "s1tt" and self.slots_per_board > S1TT_SLOTS_PER_BOARD:
+            raise ValueError(
+                f"S1TT boards have at most {S1TT_SLOTS_PER_BOARD} slots, not {self.slots_per_board}"
+            )
         total = len(addresses) * self.slots_per_board
         if total > MAX_CABINET_SLOTS:
             raise ValueError(
@@ -131,8 +177,10 @@ class SimConfig(_Model):
         return self
 
     def board_addresses(self) -> tuple[int, ...]:
+        """Return the board addresses in bus order; S1TT boards count from 0, others from 1."""
         if isinstance(self.boards, int):
-            return tuple(range(1, self.boards + 1))
+            first = 0 if self.protocol == "s1tt" else 1
+            return tuple(range(first, first + self.boards))
         return tuple(self.boards)
 
     def slot_map(self) -> tuple[SlotAddress, ...]:

@@ -16,7 +16,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from cabinet_sim.cabinet import Cabinet
+from cabinet_sim.cabinet import Cabinet, Transmission
 from cabinet_sim.clock import ManualClock
 from protocol.slotbus.constants import wire_time_s
 
@@ -66,12 +66,22 @@ class CabinetLine:
 
     async def serve(self, read: ReadBytes, write: WriteBytes) -> None:
         """Serve until `read` returns b"" (end of stream)."""
-        async with asyncio.TaskGroup() as group:
-            sender = group.create_task(self._send_loop(write), name="cabinet-line-send")
-            try:
-                await self._receive_loop(read)
-            finally:
-                sender.cancel()
+        unsubscribe = self.cabinet.subscribe_unsolicited(self._queue_unsolicited)
+        try:
+            async with asyncio.TaskGroup() as group:
+                sender = group.create_task(self._send_loop(write), name="cabinet-line-send")
+                try:
+                    await self._receive_loop(read)
+                finally:
+                    sender.cancel()
+        finally:
+            unsubscribe()
+
+    def _queue_unsolicited(self, transmission: Transmission) -> None:
+        """Queue a frame a board sends on its own, such as a GZXJ slot report."""
+        due = asyncio.get_running_loop().time() + transmission.delay_s
+        heapq.heappush(self._outgoing, (due, next(self._order), transmission.data))
+        self._changed.set()
 
     async def _receive_loop(self, read: ReadBytes) -> None:
         loop = asyncio.get_running_loop()
