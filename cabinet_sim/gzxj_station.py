@@ -243,13 +243,17 @@ class GzxjStation:
         candidates = [
             number
             for number in range(1, self.slots.count + 1)
-            if self.slots.rentable(number, self.rules)
+            if number in self.confirmed and self.slots.rentable(number, self.rules)
         ]
         return self._rent(Command.BW, request.order_id, self.slots.fullest(candidates))
 
     def _rent_slot(self, request: RentSlotRequest) -> Reply:
         number = request.slot
-        known = number <= self.slots.count and self.slots.rentable(number, self.rules)
+        known = (
+            number in self.confirmed
+            and number <= self.slots.count
+            and self.slots.rentable(number, self.rules)
+        )
         return self._rent(Command.FB, request.order_id, number if known else None)
 
     def _rent(self, command: Command, order_id: int, number: int | None) -> Reply:
