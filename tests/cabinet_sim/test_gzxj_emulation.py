@@ -24,6 +24,7 @@ from protocol.gzxj import (
     Deframer,
     ForceUnlockReply,
     ForceUnlockRequest,
+    Frame,
     Message,
     QueryRequest,
     RentConfirm,
@@ -412,7 +413,7 @@ async def test_unsolicited_report_over_memory_link() -> None:
     async with MemoryLink(cabinet) as link:
         reader, writer = await link.open_master_streams()
         deframer = Deframer()
-        frames = []
+        frames: list[Frame] = []
         while not frames:
             frames = deframer.feed(await asyncio.wait_for(reader.read(4096), 2.0))
         assert frames[0].command == "AC"
