@@ -6,7 +6,7 @@ How the gateway uses it:
         # Run the command on the slot bus; never start after command.deadline_monotonic.
         ...
 
-    link = CloudLink(config, state_dir=state_dir, handler=handle, birth_provider=make_birth)
+    link = CloudLink(config, database=path, handler=handle, birth_provider=make_birth)
     for pending in link.pending_commands():        # started before a restart, no result yet
         link.complete_command(pending.command_id, "eject", resolve(pending))
     async with asyncio.TaskGroup() as tasks:
@@ -73,13 +73,16 @@ from cloud_link.messages import (
     SecurityEventKind,
     SlotSnapshot,
     StateChange,
+    StockReport,
     parse_message,
 )
-from cloud_link.session import BirthProvider, CloudLink, LinkStats, OutgoingData
+from cloud_link.outbox import DeadLetter, LaneSummary
+from cloud_link.session import DATABASE_NAME, BirthProvider, CloudLink, LinkStats, OutgoingData
 from cloud_link.signing import public_key_base64, sign_command
 from cloud_link.topics import Topics
 
 __all__ = [
+    "DATABASE_NAME",
     "AcceptedCommand",
     "BatteryHealth",
     "BeginResult",
@@ -101,12 +104,14 @@ __all__ = [
     "CommandSettings",
     "CommandStatus",
     "CommandStore",
+    "DeadLetter",
     "EjectCommand",
     "EjectOutcomeEvent",
     "EjectReport",
     "Envelope",
     "FaultEvent",
     "Heartbeat",
+    "LaneSummary",
     "LinkStats",
     "LockCommand",
     "LowStockEvent",
@@ -127,6 +132,7 @@ __all__ = [
     "SlotEnableCommand",
     "SlotSnapshot",
     "StateChange",
+    "StockReport",
     "SystemClock",
     "TlsConfig",
     "Topics",

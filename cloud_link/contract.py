@@ -33,6 +33,7 @@ from cloud_link.messages import (
     ReturnEvent,
     SecurityEvent,
     StateChange,
+    StockReport,
 )
 
 ASYNCAPI_FILE = "asyncapi.json"
@@ -83,6 +84,14 @@ CHANNELS: tuple[Channel, ...] = (
         Envelope[BatteryHealth],
         "cabinet",
         "Battery health of the bank in one slot.",
+    ),
+    Channel(
+        "stock",
+        "stock",
+        "stock.json",
+        Envelope[StockReport],
+        "cabinet",
+        "Slot counts by state (rentable, charging, empty, faulted).",
     ),
     Channel(
         "heartbeat",

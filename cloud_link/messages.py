@@ -79,6 +79,9 @@ class Birth(_Frozen):
     gateway_version: str
     slot_count: int = Field(ge=0, le=255)
     rentable_count: int = Field(ge=0, le=255)
+    charging_count: int = Field(ge=0, le=255)
+    empty_count: int = Field(ge=0, le=255)
+    faulted_count: int = Field(ge=0, le=255)
     min_rentable_soc_percent: Percent
     clock_synchronised: bool
     boards: tuple[BoardSnapshot, ...] = ()
@@ -104,6 +107,14 @@ class EjectReport(_Frozen):
     bank_id: BankId | None = None
     fail_reason: EjectFailReason | None = None
     reject_reason: EjectRejectReason | None = None
+    soc_percent: Percent | None = None
+    temperature_c: float | None = Field(default=None, ge=-60.0, le=150.0)
+    uncertain: bool = Field(
+        default=False, description="True when the lock may have opened although no take was seen."
+    )
+    late: bool = Field(
+        default=False, description="True when the outcome was learned after the first report."
+    )
 
 
 class EjectOutcomeEvent(_Frozen):
@@ -139,6 +150,7 @@ class SecurityEventKind(StrEnum):
     BAD_SIGNATURE = "bad_signature"
     WRONG_CABINET = "wrong_cabinet"
     TAMPER = "tamper"
+    MAINTENANCE_EJECT = "maintenance_eject"  # a technician ejected a bank on site
 
 
 class SecurityEvent(_Frozen):
@@ -151,9 +163,23 @@ class SecurityEvent(_Frozen):
 
 
 class LowStockEvent(_Frozen):
+    """Rentable banks or free slots (for returns) fell below their threshold."""
+
     kind: Literal["low_stock"] = "low_stock"
+    reason: Literal["rentable", "free_slots"] = "rentable"
     rentable_count: int = Field(ge=0, le=255)
+    free_slots: int | None = Field(default=None, ge=0, le=255)
     threshold: int = Field(ge=0, le=255)
+
+
+class StockReport(_Frozen):
+    """Slot counts by state; a newer report replaces an unsent older one."""
+
+    kind: Literal["stock"] = "stock"
+    rentable: int = Field(ge=0, le=255)
+    charging: int = Field(ge=0, le=255)
+    empty: int = Field(ge=0, le=255)
+    faulted: int = Field(ge=0, le=255)
 
 
 class BatteryHealth(_Frozen):
@@ -166,6 +192,7 @@ class BatteryHealth(_Frozen):
     temperature_c: float | None = Field(default=None, ge=-60.0, le=150.0)
     cycle_count: int | None = Field(default=None, ge=0)
     soh_percent: Percent | None = None
+    retire: bool = Field(default=False, description="True when the bank should be retired.")
 
 
 class OutboxStats(_Frozen):
@@ -235,6 +262,7 @@ AnyMessageData = (
     | FaultEvent
     | SecurityEvent
     | LowStockEvent
+    | StockReport
     | BatteryHealth
     | Heartbeat
     | CommandResult
@@ -291,7 +319,7 @@ def coalesce_key_of(data: BaseModel) -> str | None:
         return f"state:{data.slot}"
     if isinstance(data, BatteryHealth):
         return f"battery:{data.slot}"
-    if isinstance(data, Heartbeat | Birth):
+    if isinstance(data, Heartbeat | Birth | StockReport):
         return data.kind
     return None
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from cloud_link.clock import Clock
 from cloud_link.config import OutboxLimits
@@ -35,7 +36,7 @@ from cloud_link.storage import Storage
 
 logger = logging.getLogger(__name__)
 
-ALWAYS_COALESCED = frozenset({"birth", "heartbeat"})
+ALWAYS_COALESCED = frozenset({"birth", "heartbeat", "stock"})
 CHECKPOINT_EVERY_DELETES = 500
 DEAD_LETTERS_KEPT = 1000
 
@@ -54,6 +55,13 @@ class OutboxEntry:
     expiry_s: int | None
     correlation_data: bytes | None
     coalesce_key: str | None = None
+
+
+class LaneSummary(NamedTuple):
+    lane: Lane
+    depth: int
+    bytes: int
+    oldest_created_at: float | None  # wall-clock seconds of the oldest row
 
 
 @dataclass(frozen=True)
@@ -268,6 +276,23 @@ class Outbox:
             telemetry_coalesced=counters["telemetry_coalesced"],
             dead_letters=counters["dead_letters"],
         )
+
+    def lane_summary(self) -> list[LaneSummary]:
+        """Return the depth, bytes and oldest row of every lane, empty lanes included."""
+        found = {
+            Lane(row[0]): row
+            for row in self._storage.query(
+                "SELECT lane, COUNT(*), SUM(size), MIN(created_at) FROM outbox GROUP BY lane"
+            )
+        }
+        summaries = []
+        for lane in Lane:
+            row = found.get(lane)
+            if row is None:
+                summaries.append(LaneSummary(lane, 0, 0, None))
+            else:
+                summaries.append(LaneSummary(lane, row[1], int(row[2]), row[3]))
+        return summaries
 
     def last_seq(self) -> int:
         return self._counters()["max_seq"]

@@ -34,6 +34,7 @@ from cloud_link.messages import (
     ReturnEvent,
     SecurityEvent,
     StateChange,
+    StockReport,
 )
 from cloud_link.outbox import Outbox
 from cloud_link.publisher import Publisher, PublisherCounters
@@ -52,6 +53,7 @@ OutgoingData = (
     | FaultEvent
     | SecurityEvent
     | LowStockEvent
+    | StockReport
     | BatteryHealth
     | Heartbeat
     | Birth
@@ -82,12 +84,12 @@ class CloudLink:
         self,
         config: CloudConfig,
         *,
-        state_dir: Path,
+        database: Path,
         handler: CommandHandler,
         birth_provider: BirthProvider,
         clock: Clock | None = None,
     ) -> None:
-        """Open the state database and load keys and TLS files.
+        """Open the state database (`database`, an SQLite file) and load keys and TLS files.
 
         Raises `CloudConfigError` when a trusted key or a TLS file cannot be loaded.
         """
@@ -102,7 +104,7 @@ class CloudLink:
         except SigningError as exc:
             raise CloudConfigError(str(exc)) from exc
 
-        self._storage = Storage(state_dir / DATABASE_NAME)
+        self._storage = Storage(database)
         self.outbox = Outbox(
             self._storage, cabinet_id=config.cabinet_id, limits=config.outbox, clock=self._clock
         )
@@ -279,6 +281,8 @@ class CloudLink:
             return self.topics.state
         if isinstance(data, BatteryHealth):
             return self.topics.battery
+        if isinstance(data, StockReport):
+            return self.topics.stock
         if isinstance(data, Heartbeat):
             return self.topics.heartbeat
         if isinstance(data, CommandResult):

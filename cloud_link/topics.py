@@ -30,6 +30,10 @@ class Topics:
         return f"{self.base}/state"
 
     @property
+    def stock(self) -> str:
+        return f"{self.base}/stock"
+
+    @property
     def battery(self) -> str:
         return f"{self.base}/battery"
 

@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_link import (
+    DATABASE_NAME,
     AcceptedCommand,
     Birth,
     CloudConfig,
@@ -68,6 +69,9 @@ def sample_birth() -> Birth:
         gateway_version="test",
         slot_count=4,
         rentable_count=2,
+        charging_count=1,
+        empty_count=1,
+        faulted_count=0,
         min_rentable_soc_percent=80,
         clock_synchronised=True,
     )
@@ -199,7 +203,7 @@ def make_link(
         config = make_config(broker or mosquitto, signing_key, **overrides)
         return CloudLink(
             config,
-            state_dir=state_dir or tmp_path / "state",
+            database=(state_dir or tmp_path / "state") / DATABASE_NAME,
             handler=handler,
             birth_provider=birth,
             clock=clock,

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from cloud_link import (
+    DATABASE_NAME,
     AcceptedCommand,
     CloudConfig,
     CloudLink,
@@ -35,7 +36,12 @@ def report(line: str) -> None:
 
 async def main(config_json: str, state_dir: Path, mode: str, count: int) -> None:
     config = CloudConfig.model_validate_json(config_json)
-    link = CloudLink(config, state_dir=state_dir, handler=reject_all, birth_provider=sample_birth)
+    link = CloudLink(
+        config,
+        database=state_dir / DATABASE_NAME,
+        handler=reject_all,
+        birth_provider=sample_birth,
+    )
     runner = asyncio.create_task(link.run())
     await link.wait_connected()
     report("connected")

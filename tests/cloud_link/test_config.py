@@ -103,7 +103,7 @@ def test_bad_trusted_key_is_config_error(tmp_path: Path) -> None:
     with pytest.raises(CloudConfigError, match="k1"):
         CloudLink(
             config,
-            state_dir=tmp_path,
+            database=tmp_path / "cloud_link.sqlite",
             handler=RecordingHandler(),
             birth_provider=sample_birth,
         )

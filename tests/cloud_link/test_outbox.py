@@ -18,6 +18,7 @@ from cloud_link import (
     OutboxLimits,
     SlotSnapshot,
     StateChange,
+    StockReport,
     parse_message,
 )
 from cloud_link.clock import ManualClock
@@ -128,6 +129,9 @@ def test_birth_and_heartbeat_always_coalesce(tmp_path: Path) -> None:
         gateway_version="t",
         slot_count=1,
         rentable_count=0,
+        charging_count=0,
+        empty_count=1,
+        faulted_count=0,
         min_rentable_soc_percent=80,
         clock_synchronised=True,
     )
@@ -215,6 +219,9 @@ def test_oversized_message_goes_to_dead_letters(tmp_path: Path) -> None:
         gateway_version="t",
         slot_count=24,
         rentable_count=0,
+        charging_count=0,
+        empty_count=24,
+        faulted_count=0,
         min_rentable_soc_percent=80,
         clock_synchronised=True,
         slots=slots,
@@ -272,3 +279,24 @@ def test_wal_stays_bounded(tmp_path: Path) -> None:
     storage.close()
 
     assert wal_bytes <= JOURNAL_SIZE_LIMIT_BYTES
+
+
+def test_lane_summary_lists_every_lane(tmp_path: Path) -> None:
+    storage, outbox = open_outbox(tmp_path / "db.sqlite")
+    outbox.enqueue(fault(1), topic="t", offline=False)
+    outbox.enqueue(fault(2), topic="t", offline=False)
+    outbox.enqueue(
+        StockReport(rentable=1, charging=0, empty=3, faulted=0), topic="s", offline=False
+    )
+    outbox.enqueue(
+        StockReport(rentable=0, charging=1, empty=3, faulted=0), topic="s", offline=False
+    )
+    summary = {row.lane: row for row in outbox.lane_summary()}
+    storage.close()
+
+    assert summary[Lane.URGENT].depth == 0
+    assert summary[Lane.URGENT].oldest_created_at is None
+    assert summary[Lane.TRANSACTIONAL].depth == 2
+    assert summary[Lane.TRANSACTIONAL].bytes > 0
+    assert summary[Lane.TELEMETRY].depth == 1  # the newer stock report replaced the older
+    assert summary[Lane.TELEMETRY].oldest_created_at == ManualClock().wall()

@@ -16,6 +16,7 @@ from cloud_link import (
     SecurityEvent,
     SecurityEventKind,
     StateChange,
+    StockReport,
     parse_message,
 )
 from cloud_link.messages import AnyEnvelope
@@ -48,13 +49,26 @@ async def test_every_event_kind_round_trips(
     events: list[OutgoingData] = [
         StateChange(slot=3, state=SlotState.CHARGING, previous=SlotState.EMPTY, bank_id="A1B2C3D4"),
         EjectOutcomeEvent(
-            command_id="c-1", order_id="o-9", report=EjectReport(outcome=EjectOutcome.TAKEN, slot=2)
+            command_id="c-1",
+            order_id="o-9",
+            report=EjectReport(
+                outcome=EjectOutcome.TAKEN,
+                slot=2,
+                bank_id="00AA11BB",
+                soc_percent=93,
+                temperature_c=31.5,
+                uncertain=True,
+                late=True,
+            ),
         ),
         ReturnEvent(slot=4, bank_id="0011AABB", recognised=True, soc_percent=42),
         FaultEvent(fault=FaultKind.TAMPER, slot=1),
         SecurityEvent(event=SecurityEventKind.TAMPER, slot=1),
         LowStockEvent(rentable_count=1, threshold=2),
-        BatteryHealth(slot=2, bank_id="0011AABB", soc_percent=90, soh_percent=97, cycle_count=12),
+        BatteryHealth(
+            slot=2, bank_id="0011AABB", soc_percent=90, soh_percent=97, cycle_count=12, retire=True
+        ),
+        StockReport(rentable=3, charging=2, empty=7, faulted=1),
     ]
     link = make_link()
     received: dict[str, AnyEnvelope] = {}
