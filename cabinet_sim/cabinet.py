@@ -94,6 +94,7 @@ class Cabinet:
         for board in self.boards.values():
             board.boot(BootReason.POWER_ON, unresponsive_s=0.0)
         self._fill_slots(random.Random(f"{seed}:banks"))
+
         self.emulation: Emulation = self._make_emulation()
         """The wire protocol that `config.protocol` selects."""
 

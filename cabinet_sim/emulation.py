@@ -40,7 +40,7 @@ class Emulation(Protocol):
         ...
 
     def set_silent(self, address: int | str, silent: bool) -> None:
-        """Make the board at `address` stop reading and answering the line, or resume."""
+        """Make the board at `address` stop reading and responding to the line, or resume."""
         ...
 
     def restart(self, address: int | str, reason: BootReason) -> None:
@@ -49,7 +49,7 @@ class Emulation(Protocol):
 
 
 class NativeEmulation:
-    """Slot-bus v1 boards: each physical board answers frames addressed to it."""
+    """Slot-bus v1 boards: each physical board responds to frames addressed to it."""
 
     def __init__(self, cabinet: Cabinet) -> None:
         self.cabinet = cabinet

@@ -1,4 +1,4 @@
-"""How a GZXJ station sees and uses the cabinet's slots: slot records, renting rules, locks."""
+"""Slot access of a GZXJ station: slot records, renting rules and locks."""
 
 from __future__ import annotations
 
@@ -72,8 +72,8 @@ class StationSlots:
             return False
         if bank.charge_percent < rules.min_charge:
             return False
-        # The station knows a stuck lock only from an earlier failed opening, and a broken
-        # lock sensor from the sensor itself.
+        # The station learns of a stuck lock only from an earlier failed opening, and of a
+        # broken lock sensor from the sensor itself.
         lock_faulty = bool(slot.latched_faults & LOCK_FAULTS)
         lock_faulty = lock_faulty or InjectedFault.LOCK_SENSOR in slot.injected
         if rules.lock_fault_blocks and lock_faulty:
@@ -98,7 +98,7 @@ class StationSlots:
         """Release the lock of slot `number` for the take window and return the rent result.
 
         A slot whose window is already running counts as opened. With a broken lock sensor
-        the lock does open, but the station never sees it move and reports TIMEOUT.
+        the lock does open, but the station never detects the movement and reports TIMEOUT.
         """
         slot = self.cabinet.slot(number)
         if slot.window is not None:

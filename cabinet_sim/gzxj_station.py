@@ -202,11 +202,11 @@ class GzxjStation:
 
     # Reports
 
-    def report(self, which: int = 0) -> SlotReport:
-        """Return the AC report of every slot (`which` 0) or of one; none for a bad slot."""
+    def report(self, slot: int = 0) -> SlotReport:
+        """Return the AC report of every slot (`slot` 0) or of one; none for an unknown slot."""
         for board in self.cabinet.boards.values():
             board.update_charging()
-        numbers = range(1, self.slots.count + 1) if which == 0 else [which]
+        numbers = range(1, self.slots.count + 1) if slot == 0 else [slot]
         records = tuple(
             self.slots.record(number, confirmed=number in self.confirmed)
             for number in numbers

@@ -1,4 +1,4 @@
-"""What an S1TT bank reports about itself in STATUS, and what the host can write into it."""
+"""STATUS data of an S1TT bank, and the values the host can write into the bank."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def bank_status(slot: Slot, memory: BankMemory) -> BankStatus:
     """
     bank = slot.bank
     if bank is None:
-        raise ValueError(f"slot {slot.number} holds no bank")
+        raise ValueError(f"slot {slot.number} contains no bank")
     record = memory.records.get(bank.bank_id, BankRecord())
     total = min(bank.capacity_mah, MAX_U16)
     cutoff = record.cutoff_charge_mah

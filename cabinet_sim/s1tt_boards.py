@@ -1,4 +1,4 @@
-"""S1TT slot boards: each board of the cabinet answers the binary protocol of `protocol.s1tt`.
+"""S1TT slot boards: each board of the cabinet speaks the binary protocol of `protocol.s1tt`.
 
 The wire address of a board is its configured address (0..N-1 by default) and the wire slot
 is the board's local slot minus one. Where the published protocol leaves a behaviour open,
@@ -67,7 +67,7 @@ UNSUPPORTED = frozenset(
         Command.FWU_EXIT,
     }
 )
-"""Firmware update commands, which the simulated boards answer with INVALID_COMMAND."""
+"""Firmware update commands, which the simulated boards reject with INVALID_COMMAND."""
 BANK_RETRIES = 2
 """Retries a board makes on the contacts before it gives up on a bank (our choice)."""
 REPLY_SPACING_S = 0.03
@@ -94,7 +94,7 @@ class LinkCounter:
 
 @dataclass(slots=True)
 class BoardState:
-    """What an S1TT board keeps beyond the physical model, per wire slot 0..5."""
+    """Counters and settings of an S1TT board beyond the physical model, per wire slot 0..5."""
 
     link: list[LinkCounter]
     unlocks: list[int]
@@ -128,9 +128,9 @@ class S1ttBoards:
             if len(self._input) > INPUT_LIMIT:
                 del self._input[: len(self._input) - INPUT_LIMIT]
             return []
-        # The simulator sees no real silence, so it treats the end of a chunk that ends in a
-        # valid frame as the gap. A chunk that ends in a chance CRC match inside a longer frame
-        # is cut there, about once in 65536 chunks, and the request goes unanswered.
+        # The simulator has no real silence on the line, so it treats the end of a chunk that
+        # ends in a valid frame as the gap. A chunk that ends in a chance CRC match inside a
+        # longer frame is cut there, about once in 65536 chunks, and the request goes unanswered.
         deframer = Deframer()
         deframer.feed(bytes(self._input))
         frames = deframer.gap()
@@ -215,7 +215,7 @@ class S1ttBoards:
         return slot
 
     def _reach_bank(self, board: Board, wire_slot: int) -> Slot:
-        """Return the slot once its bank answered over the contacts; raise TIMEOUT otherwise."""
+        """Return the slot once its bank replied over the contacts; raise TIMEOUT otherwise."""
         slot = self._slot(board, wire_slot)
         counter = self.states[board.address].link[wire_slot]
         counter.attempts += 1
