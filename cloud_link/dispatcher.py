@@ -30,6 +30,8 @@ CommandHandler = Callable[[AcceptedCommand], Awaitable[CommandOutcome]]
 # `publish_result` only queues a result (unauthenticated rejections, stored results again).
 ResultSink = Callable[[CommandResult, ReplyTo | None], None]
 
+# NOTE: a payload arriving while this many wait is dropped without a result and counted in
+# `queue_overflows`; the MQTT layer has already acknowledged it, so the cloud must retry.
 QUEUE_LIMIT = 64
 
 

@@ -141,6 +141,8 @@ class LinkClient(aiomqtt.Client):
         if future.done() and not future.cancelled():
             future.exception()
 
+    # NOTE: paho 2.x reports a TLS alert received after the handshake only in its log, so
+    # this matches the log text ("[SSL: ...ALERT...]"); another paho version may word it apart.
     def _record_tls_alert(self, client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
         if "ALERT" in text.upper() and "SSL" in text.upper():
             self.tls_alert = text
