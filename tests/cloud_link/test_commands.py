@@ -299,3 +299,27 @@ async def test_invalid_json_rejected_over_broker(
 
     assert first.reject_reason is CommandRejectReason.INVALID_UTF8
     assert second.reject_reason is CommandRejectReason.INVALID_ENVELOPE
+
+
+async def test_command_queued_while_offline_runs_after_start(
+    mosquitto: MosquittoBroker,
+    make_link: LinkFactory,
+    handler: RecordingHandler,
+    signing_key: Ed25519PrivateKey,
+) -> None:
+    first = make_link()
+    async with running(first):
+        await first.wait_connected()
+    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    properties.MessageExpiryInterval = 60
+    async with observe(mosquitto) as backend:
+        # The broker keeps the cabinet's session, so it queues the command meanwhile.
+        payload = command_payload(signing_key, EjectCommand(), command_id="while-offline")
+        await backend.publish(COMMAND_TOPIC, payload, properties=properties)
+        second = make_link()
+        async with running(second):
+            result = result_of(await backend.next_on("/cmd/result"))
+
+    assert result.command_id == "while-offline"
+    assert result.status is CommandStatus.SUCCEEDED
+    assert [call.command_id for call in handler.calls] == ["while-offline"]
