@@ -16,6 +16,7 @@ Durability per lane:
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -154,14 +155,7 @@ class Outbox:
         key = coalesce_key_of(data)
         with self._storage.transaction(durable=lane is not Lane.TELEMETRY) as conn:
             seq = self._next_seq()
-            envelope = AnyEnvelope(
-                cabinet_id=self._cabinet_id,
-                seq=seq,
-                ts=timestamp(datetime.fromtimestamp(self._clock.wall(), tz=UTC)),
-                offline=offline,
-                data=data,
-            )
-            payload = envelope.model_dump_json().encode()
+            payload = self._encode(seq, data, offline)
             size = len(payload)
 
             if size > self._limits.max_message_bytes:
@@ -173,26 +167,51 @@ class Outbox:
                 self._bump("telemetry_dropped")
                 return seq
 
-            conn.execute(
-                "INSERT INTO outbox (lane, seq, topic, payload, size, qos, retain, expiry_s,"
-                " correlation_data, coalesce_key, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    int(lane),
-                    seq,
-                    topic,
-                    payload,
-                    size,
-                    qos,
-                    int(retain),
-                    expiry_s,
-                    correlation_data,
-                    key,
-                    self._clock.wall(),
-                ),
+            row = OutboxEntry(
+                id=0,  # assigned by SQLite
+                seq=seq,
+                lane=lane,
+                topic=topic,
+                payload=payload,
+                qos=qos,
+                retain=retain,
+                expiry_s=expiry_s,
+                correlation_data=correlation_data,
+                coalesce_key=key,
             )
-            self._lane_bytes[lane] += size
+            self._insert(conn, row)
         return seq
+
+    def _encode(self, seq: int, data: AnyMessageData, offline: bool) -> bytes:
+        envelope = AnyEnvelope(
+            cabinet_id=self._cabinet_id,
+            seq=seq,
+            ts=timestamp(datetime.fromtimestamp(self._clock.wall(), tz=UTC)),
+            offline=offline,
+            data=data,
+        )
+        return envelope.model_dump_json().encode()
+
+    def _insert(self, conn: sqlite3.Connection, row: OutboxEntry) -> None:
+        conn.execute(
+            "INSERT INTO outbox (lane, seq, topic, payload, size, qos, retain, expiry_s,"
+            " correlation_data, coalesce_key, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                int(row.lane),
+                row.seq,
+                row.topic,
+                row.payload,
+                len(row.payload),
+                row.qos,
+                int(row.retain),
+                row.expiry_s,
+                row.correlation_data,
+                row.coalesce_key,
+                self._clock.wall(),
+            ),
+        )
+        self._lane_bytes[row.lane] += len(row.payload)
 
     def pending(self, limit: int, *, exclude: frozenset[int] = frozenset()) -> list[OutboxEntry]:
         """Return up to `limit` rows in publish order, skipping the ids in `exclude`."""

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel
 
 from cloud_link.clock import Clock, SystemClock
@@ -117,24 +118,7 @@ class CloudLink:
             mqtt5=self._mqtt5,
             on_progress=self._changed.set,
         )
-        intake = CommandIntake(
-            cabinet_id=config.cabinet_id,
-            settings=config.commands,
-            trusted_keys=keys,
-            clock=self._clock,
-        )
-        self._dispatcher = CommandDispatcher(
-            intake=intake,
-            store=self.commands,
-            handler=handler,
-            finish=self._finish_command,
-            record_rejection=self._record_rejection,
-            publish_result=self._queue_result,
-            publish_security=self._send_security,
-            rebirth=self.request_rebirth,
-            clock=self._clock,
-            rejections_per_minute=config.commands.max_rejections_per_minute,
-        )
+        self._dispatcher = self._build_dispatcher(handler, keys)
         self._stop = asyncio.Event()
         self._connection = Connection(
             config,
@@ -149,6 +133,28 @@ class CloudLink:
             stop=self._stop,
         )
         self._started_monotonic = self._clock.monotonic()
+
+    def _build_dispatcher(
+        self, handler: CommandHandler, keys: dict[str, Ed25519PublicKey]
+    ) -> CommandDispatcher:
+        intake = CommandIntake(
+            cabinet_id=self.config.cabinet_id,
+            settings=self.config.commands,
+            trusted_keys=keys,
+            clock=self._clock,
+        )
+        return CommandDispatcher(
+            intake=intake,
+            store=self.commands,
+            handler=handler,
+            finish=self._finish_command,
+            record_rejection=self._record_rejection,
+            publish_result=self._queue_result,
+            publish_security=self._send_security,
+            rebirth=self.request_rebirth,
+            clock=self._clock,
+            rejections_per_minute=self.config.commands.max_rejections_per_minute,
+        )
 
     # Lifecycle
 
