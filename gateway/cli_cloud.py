@@ -14,6 +14,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from cloud_link import CommandResult
+from gateway.cli_diag import TranslatedCommand, TranslatedGroup
 from gateway.cloudtool import (
     AnyCommand,
     BrokerAddress,
@@ -24,7 +26,6 @@ from gateway.cloudtool import (
     generate_key,
     load_private_key,
 )
-from gateway.cli_diag import TranslatedCommand, TranslatedGroup
 from gateway.i18n import N_, _
 
 cloud_app = typer.Typer(cls=TranslatedGroup, no_args_is_help=True)
@@ -78,7 +79,7 @@ def keygen(
 @cloud_app.command(
     "send", cls=TranslatedCommand, help=N_("Sign and send one command, then wait for its result.")
 )
-def send(
+def send(  # noqa: PLR0917 (typer maps each parameter to an option)
     command: Annotated[
         str,
         typer.Argument(help=N_("eject, slot_disable, slot_enable, lock, selftest or rebirth.")),
@@ -125,25 +126,21 @@ def send(
 
 
 async def _send_and_wait(
-    cloud: ScriptedCloud, command: AnyCommand, lifetime: float, timeout: float
+    cloud: ScriptedCloud, command: AnyCommand, lifetime: float, within_s: float
 ) -> str | None:
     results: asyncio.Queue[ReceivedMessage] = asyncio.Queue()
     cloud.on_message = results.put_nowait
-    async with cloud.connected(), asyncio.TaskGroup() as tasks:
-        listener = tasks.create_task(cloud.listen())
+    async with cloud.connected():
         command_id = await cloud.send(command, lifetime_s=lifetime)
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within_s):
                 while True:
                     message = await results.get()
                     data = message.envelope.data if message.envelope else None
-                    if data is not None and data.kind == "command_result":
-                        if data.command_id == command_id:
-                            return message.raw.decode()
+                    if isinstance(data, CommandResult) and data.command_id == command_id:
+                        return message.raw.decode()
         except TimeoutError:
             return None
-        finally:
-            listener.cancel()
 
 
 @cloud_app.command(
@@ -170,8 +167,7 @@ def watch(
             ca_file=ca_file,
             on_message=show,
         )
-        async with cloud.connected():
-            await cloud.listen()
+        await cloud.run()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())

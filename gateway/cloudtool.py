@@ -13,12 +13,15 @@ import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from paho.mqtt.packettypes import PacketTypes
 from pydantic import ValidationError
 
 from cloud_link import Topics, parse_message, sign_command
@@ -31,8 +34,12 @@ from cloud_link.commands import (
     SlotEnableCommand,
 )
 from cloud_link.messages import AnyEnvelope
+from cloud_link.mqtt_client import new_properties
 
 logger = logging.getLogger(__name__)
+
+RECONNECT_DELAY_S = 0.5
+SESSION_EXPIRY_S = 600
 
 AnyCommand = (
     EjectCommand
@@ -127,47 +134,87 @@ class ScriptedCloud:
         self._ca_file = ca_file
         self.on_message = on_message
         self._client: aiomqtt.Client | None = None
+        self._identifier = f"scripted-cloud-{uuid.uuid4().hex[:8]}"
         self.subscribed = asyncio.Event()
 
     def _tls_context(self) -> ssl.SSLContext | None:
         if not self._broker.tls:
             return None
-        context = ssl.create_default_context(cafile=str(self._ca_file) if self._ca_file else None)
-        return context
+        return ssl.create_default_context(cafile=str(self._ca_file) if self._ca_file else None)
 
-    @contextlib.asynccontextmanager
-    async def connected(self) -> AsyncIterator[ScriptedCloud]:
-        client = aiomqtt.Client(
+    def _make_client(self) -> aiomqtt.Client:
+        # A persistent session: messages published while this client reconnects are queued
+        # by the broker and delivered afterwards, so a watcher misses nothing.
+        if self._mqtt5:
+            properties = new_properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = SESSION_EXPIRY_S
+            return aiomqtt.Client(
+                self._broker.host,
+                self._broker.port,
+                identifier=self._identifier,
+                protocol=aiomqtt.ProtocolVersion.V5,
+                clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                properties=properties,
+                tls_context=self._tls_context(),
+            )
+        return aiomqtt.Client(
             self._broker.host,
             self._broker.port,
-            identifier=f"scripted-cloud-{uuid.uuid4().hex[:8]}",
-            protocol=aiomqtt.ProtocolVersion.V5 if self._mqtt5 else aiomqtt.ProtocolVersion.V311,
+            identifier=self._identifier,
+            protocol=aiomqtt.ProtocolVersion.V311,
+            clean_session=False,
             tls_context=self._tls_context(),
         )
-        async with client:
-            self._client = client
-            await client.subscribe(f"{self.topics.base}/#", qos=1)
-            self.subscribed.set()
+
+    async def run(self) -> None:
+        """Stay subscribed to the cabinet, reconnecting after a loss, until cancelled.
+
+        Every message goes to `on_message`; `subscribed` is set while the client is connected.
+        """
+        while True:
             try:
-                yield self
+                async with self._make_client() as client:
+                    await client.subscribe(f"{self.topics.base}/#", qos=1)
+                    self._client = client
+                    self.subscribed.set()
+                    async for message in client.messages:
+                        if self.on_message is not None:
+                            self.on_message(_received(message))
+            except aiomqtt.MqttError as exc:
+                logger.info("scripted cloud lost the broker: %s; reconnecting", exc)
             finally:
                 self._client = None
+                self.subscribed.clear()
+            await asyncio.sleep(RECONNECT_DELAY_S)
 
-    async def listen(self) -> None:
-        """Pass every message of the cabinet to `on_message` until cancelled."""
-        if self._client is None:
-            raise RuntimeError("listen() needs connected()")
-        async for message in self._client.messages:
-            received = _received(message)
-            if self.on_message is not None:
-                self.on_message(received)
+    @contextlib.asynccontextmanager
+    async def connected(self, timeout_s: float = 30.0) -> AsyncIterator[ScriptedCloud]:
+        """Run `run()` in the background for the duration of the block, once subscribed."""
+        task = asyncio.create_task(self.run(), name="scripted-cloud")
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.subscribed.wait()
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def send(
-        self, command: AnyCommand, *, lifetime_s: float = 60.0, command_id: str | None = None
+        self,
+        command: AnyCommand,
+        *,
+        lifetime_s: float = 60.0,
+        command_id: str | None = None,
+        issued_at: datetime | None = None,
     ) -> str:
-        """Sign and publish one command at QoS 1; return its command id."""
+        """Sign and publish one command at QoS 1; return its command id.
+
+        `issued_at` defaults to now; tests pass an earlier time to send a stale command.
+        """
+        await self.subscribed.wait()
         if self._client is None:
-            raise RuntimeError("send() needs connected()")
+            raise RuntimeError("send() needs a running connection")
         if self._key is None:
             raise RuntimeError("send() needs a signing key")
         command_id = command_id or f"cmd-{uuid.uuid4().hex[:16]}"
@@ -178,6 +225,7 @@ class ScriptedCloud:
             command_id=command_id,
             command=command,
             lifetime_s=lifetime_s,
+            issued_at=issued_at,
         )
         await self._client.publish(self.topics.command, payload, qos=1)
         logger.info("sent %s command %s", command.type, command_id)

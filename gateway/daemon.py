@@ -76,7 +76,7 @@ class ErrorCapture(logging.Handler):
             if record.name.startswith(prefix):
                 try:
                     self._errors.add(source, record.getMessage())
-                except Exception:  # noqa: BLE001 (a log handler must never raise)
+                except Exception:
                     self.handleError(record)
                 return
 
@@ -160,7 +160,9 @@ class Daemon:
         try:
             await self.bridge.wait_ready(BRIDGE_READY_TIMEOUT_S)
         except TimeoutError:
-            logger.warning("boards not all read after %.0f s; starting anyway", BRIDGE_READY_TIMEOUT_S)
+            logger.warning(
+                "boards not all read after %.0f s; starting anyway", BRIDGE_READY_TIMEOUT_S
+            )
         for pending in self.cloud.pending_commands():
             outcome = await self.runner.resolve_pending(pending)
             command = pending.body.command.type if pending.body else "unknown"

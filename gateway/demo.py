@@ -57,6 +57,7 @@ class DemoStats:
     results: Counter[str] = field(default_factory=Counter)
     events: Counter[str] = field(default_factory=Counter)
     log: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
+    echo: Console | None = None  # prints each line as it comes when there is no live view
 
     def on_message(self, message: ReceivedMessage) -> None:
         envelope = message.envelope
@@ -69,6 +70,8 @@ class DemoStats:
         line = _describe(envelope.seq, data)
         if line:
             self.log.append(line)
+            if self.echo is not None:
+                self.echo.print(line, highlight=False)
         if data.kind == "command_result":
             outcome = data.eject.outcome.value if data.eject else data.status.value
             self.results[outcome] += 1
@@ -120,7 +123,9 @@ class EmbeddedBroker:
         await self._broker.shutdown()
 
 
-def demo_config(state_dir: Path, pty_path: str, sim: SimConfig, broker: BrokerAddress, key: str) -> dict[str, Any]:
+def demo_config(
+    state_dir: Path, pty_path: str, sim: SimConfig, broker: BrokerAddress, key: str
+) -> dict[str, Any]:
     """The daemon's config for the demo: embedded defaults, local broker, no TLS."""
     return {
         "cabinet": {"id": CABINET_ID, "state_dir": str(state_dir), "low_stock_threshold": 2},
@@ -144,7 +149,7 @@ def demo_config(state_dir: Path, pty_path: str, sim: SimConfig, broker: BrokerAd
 
 
 async def run_demo(options: DemoOptions, console: Console) -> DemoStats:
-    stats = DemoStats()
+    stats = DemoStats(echo=None if options.view else console)
     key = Ed25519PrivateKey.generate()
     sim_config = SimConfig(seed=options.seed)
     behaviour = UserBehaviour(returns_per_hour=options.returns_per_hour)
@@ -165,7 +170,9 @@ async def run_demo(options: DemoOptions, console: Console) -> DemoStats:
                 embedded = await stack.enter_async_context(EmbeddedBroker(free_port()))
                 broker = BrokerAddress("127.0.0.1", embedded.port, tls=False)
 
-            config = config_from_dict(demo_config(state_dir, pty_path, sim_config, broker, public_key_of(key)))
+            config = config_from_dict(
+                demo_config(state_dir, pty_path, sim_config, broker, public_key_of(key))
+            )
             daemon = Daemon(config)
             daemon_task = tasks.create_task(daemon.run(), name="gateway")
             await asyncio.wait_for(daemon.ready.wait(), READY_TIMEOUT_S)
@@ -178,9 +185,7 @@ async def run_demo(options: DemoOptions, console: Console) -> DemoStats:
                 broker, cabinet_id=CABINET_ID, key=key, key_id=KEY_ID, on_message=stats.on_message
             )
             async with cloud.connected():
-                listener = tasks.create_task(cloud.listen(), name="cloud-listener")
                 await _drive(options, cloud, daemon, stats, console)
-                listener.cancel()
 
             daemon.stop()
             await daemon_task

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from pydantic import JsonValue
@@ -26,6 +26,7 @@ class EventFeed:
         self._ring: deque[EventRecord] = deque(maxlen=RING_SIZE)
         self._followers: set[asyncio.Queue[EventRecord]] = set()
         self._seq = 0
+        self._added = asyncio.Event()
 
     def add(
         self,
@@ -50,7 +51,14 @@ class EventFeed:
             if queue.full():
                 queue.get_nowait()
             queue.put_nowait(record)
+        self._added.set()
         return record
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        """Return once `predicate()` holds; it is checked again after every new event."""
+        while not predicate():
+            self._added.clear()
+            await self._added.wait()
 
     def recent(self, limit: int) -> list[EventRecord]:
         if limit <= 0:

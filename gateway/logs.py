@@ -38,7 +38,7 @@ class RecentLines(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self.lines.append(self.format(record))
-        except Exception:  # noqa: BLE001 (a log handler must never raise)
+        except Exception:
             self.handleError(record)
 
 

@@ -1,4 +1,4 @@
-"""The daemon's side of the control socket: `DaemonApi` over the bridge, the cloud link and the store."""
+"""The daemon's side of the control socket: `DaemonApi` over the bridge, cloud link and store."""
 
 from __future__ import annotations
 

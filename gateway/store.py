@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS disabled_slots (
     at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS event_watermarks (
-    board_id INTEGER PRIMARY KEY,
+    board_id TEXT PRIMARY KEY,  -- 64-bit serial as 16 hex digits: SQLite integers are signed
     boot_count INTEGER NOT NULL,
     event_id INTEGER NOT NULL
 );
@@ -137,7 +137,7 @@ class GatewayStore:
             "SELECT board_id, boot_count, event_id FROM event_watermarks"
         ).fetchall()
         return {
-            int(board_id): EventWatermark(int(board_id), int(boot_count), int(event_id))
+            int(board_id, 16): EventWatermark(int(board_id, 16), int(boot_count), int(event_id))
             for board_id, boot_count, event_id in rows
         }
 
@@ -145,7 +145,7 @@ class GatewayStore:
         self._write(
             "INSERT OR REPLACE INTO event_watermarks (board_id, boot_count, event_id) "
             "VALUES (?, ?, ?)",
-            (watermark.board_id, watermark.boot_count, watermark.event_id),
+            (f"{watermark.board_id:016X}", watermark.boot_count, watermark.event_id),
             durable=True,
         )
 
@@ -200,7 +200,7 @@ class GatewayStore:
         values = [json.dumps(v) if isinstance(v, dict) else v for v in fields.values()]
         assignments = ", ".join(f"{name} = ?" for name in fields)
         self._write(
-            f"UPDATE orders SET {assignments} WHERE order_id = ?",  # noqa: S608 (names checked)
+            f"UPDATE orders SET {assignments} WHERE order_id = ?",
             (*values, order_id),
             durable=True,
         )

@@ -36,7 +36,7 @@ class Notifier:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
                 sock.sendto(message.encode(), self._address)
         except OSError as exc:
-            logger.warning("sd_notify %r failed: %s", message.split("=")[0], exc)
+            logger.warning("sd_notify %r failed: %s", message.split("=", maxsplit=1)[0], exc)
 
     def ready(self, status: str) -> None:
         self.notify(f"READY=1\nSTATUS={status}")

@@ -49,10 +49,10 @@ class Inbox:
         return [envelope.data for envelope in self.messages if envelope.data.kind == kind]
 
     async def wait_for(
-        self, kind: str, match: Callable[[Any], bool] = lambda _: True, timeout: float = WAIT_S
+        self, kind: str, match: Callable[[Any], bool] = lambda _: True, within_s: float = WAIT_S
     ) -> Any:
         """Return the first message of `kind` that matches, waiting for it if needed."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within_s):
             while True:
                 for data in self.of_kind(kind):
                     if match(data):
@@ -60,8 +60,22 @@ class Inbox:
                 self.changed.clear()
                 await self.changed.wait()
 
-    async def wait_status(self, text: str, timeout: float = WAIT_S) -> None:
-        async with asyncio.timeout(timeout):
+    async def wait_count(
+        self,
+        kind: str,
+        count: int,
+        match: Callable[[Any], bool] = lambda _: True,
+        within_s: float = WAIT_S,
+    ) -> list[Any]:
+        """Return the messages of `kind` that match once there are at least `count` of them."""
+        async with asyncio.timeout(within_s):
+            while len(found := [d for d in self.of_kind(kind) if match(d)]) < count:
+                self.changed.clear()
+                await self.changed.wait()
+        return found
+
+    async def wait_status(self, text: str, within_s: float = WAIT_S) -> None:
+        async with asyncio.timeout(within_s):
             while not any(text in status for status in self.statuses):
                 self.changed.clear()
                 await self.changed.wait()
@@ -160,7 +174,7 @@ async def running_rig(
             view=False,
             stdin=False,
         ),
-        Console(file=open("/dev/null", "w")),  # noqa: SIM115 (closed with the console)
+        Console(quiet=True),
     )
     key = Ed25519PrivateKey.generate()
     inbox = Inbox()
@@ -178,13 +192,10 @@ async def running_rig(
         pty_path = (await asyncio.wait_for(endpoints, WAIT_S))[0]
         rig = Rig(sim, broker, tmp_path / "state", pty_path, key, inbox, cloud, overrides or {})
         async with cloud.connected():
-            listener = tasks.create_task(cloud.listen())
             try:
                 await rig.start_daemon()
                 yield rig
             finally:
-                await rig.crash_daemon() if rig.daemon_task and rig.daemon_task.done() else None
                 await rig.stop_daemon()
-                listener.cancel()
         sim.stop()
         await sim_task

@@ -1,19 +1,24 @@
-"""The whole daemon end to end: real Mosquitto, simulator on a real pseudo-terminal, signed commands."""
+"""The daemon end to end: real Mosquitto, the simulator on a real pty, signed commands."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
+from typer.testing import CliRunner, Result
 
-from cabinet_sim import NoticeKind, SimConfig
+from cabinet_sim import NoticeKind
 from cabinet_sim.notices import Notice
 from cloud_link.commands import EjectCommand
+from gateway.cli import app
+from gateway.daemon import Daemon
+from protocol.cabinet import LinkState
 from tests.gateway.rig import WAIT_S, Rig, running_rig
-from tests.support.mosquitto import MosquittoBroker, mosquitto, mosquitto_factory  # noqa: F401
+from tests.support.mosquitto import BrokerFactory, MosquittoBroker
 
 
 def rentable_slots(rig: Rig) -> list[int]:
@@ -21,15 +26,19 @@ def rentable_slots(rig: Rig) -> list[int]:
     return [slot.slot for slot in rig.daemon.bridge.snapshot().slots if slot.rentable]
 
 
+def returned_in(daemon: Daemon, slot: int) -> bool:
+    return any(e.kind == "bank_returned" and e.slot == slot for e in daemon.feed.recent(100))
+
+
 def empty_slots(rig: Rig) -> list[int]:
     return rig.sim.cabinet.free_slots()
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = WAIT_S) -> None:
-    """Wait for a condition that changes with the daemon's polling; checks every 50 ms."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
+async def wait_until(rig: Rig, predicate: Callable[[], bool], within_s: float = WAIT_S) -> None:
+    """Wait for a condition on the daemon's state; it is checked after every daemon event."""
+    assert rig.daemon is not None
+    async with asyncio.timeout(within_s):
+        await rig.daemon.feed.wait_for(predicate)
 
 
 def on_window_open(rig: Rig, action: Callable[[int], None]) -> Callable[[], None]:
@@ -45,7 +54,7 @@ def on_window_open(rig: Rig, action: Callable[[int], None]) -> Callable[[], None
 
 
 async def rentable(rig: Rig) -> int:
-    await wait_until(lambda: bool(rentable_slots(rig)))
+    await wait_until(rig, lambda: bool(rentable_slots(rig)))
     return rentable_slots(rig)[0]
 
 
@@ -90,14 +99,11 @@ async def test_duplicate_rent_acts_once(mosquitto: MosquittoBroker, tmp_path: Pa
         await rig.cloud.send(command, command_id="cmd-dup-1")
         await rig.inbox.wait_for("command_result", lambda r: r.command_id == command_id)
         await rig.cloud.send(command, command_id="cmd-dup-1")
-        await wait_until(
-            lambda: (
-                len([r for r in rig.inbox.of_kind("command_result") if r.command_id == command_id])
-                >= 2
-            )
+        # The redelivery after the result gets the stored result again, never a new eject.
+        results = await rig.inbox.wait_count(
+            "command_result", 2, lambda r: r.command_id == command_id
         )
 
-        results = [r for r in rig.inbox.of_kind("command_result") if r.command_id == command_id]
         assert openings == [slot]
         assert {r.eject.outcome for r in results} == {"taken"}
         assert len(rig.inbox.of_kind("eject_outcome")) == 1
@@ -109,7 +115,8 @@ async def test_stale_rent_rejected(mosquitto: MosquittoBroker, tmp_path: Path) -
         openings: list[int] = []
         on_window_open(rig, openings.append)
 
-        command_id = await rig.cloud.send(EjectCommand(), lifetime_s=-30.0)
+        issued = datetime.now(UTC) - timedelta(seconds=120)
+        command_id = await rig.cloud.send(EjectCommand(), lifetime_s=60.0, issued_at=issued)
         result = await rig.inbox.wait_for("command_result", lambda r: r.command_id == command_id)
 
         assert result.status == "rejected"
@@ -140,28 +147,25 @@ async def test_unidentified_return(mosquitto: MosquittoBroker, tmp_path: Path) -
 
 
 async def test_returns_while_broker_down_arrive_in_order(
-    mosquitto: MosquittoBroker, tmp_path: Path
+    mosquitto_factory: BrokerFactory, tmp_path: Path
 ) -> None:
+    # Persistence keeps the watching cloud's session across the broker restart.
+    mosquitto = mosquitto_factory(persistence=True)
     async with running_rig(mosquitto, tmp_path) as rig:
         await rig.inbox.wait_for("birth")
+        daemon = rig.daemon
+        assert daemon is not None
         mosquitto.stop()
-        await wait_until(lambda: rig.daemon is not None and not rig.daemon.cloud.connected)
+        async with asyncio.timeout(WAIT_S):
+            await daemon.cloud.wait_until(lambda stats: stats.link is LinkState.OFFLINE)
         slots = empty_slots(rig)[:3]
         for slot in slots:
             rig.sim.cabinet.insert_bank(slot)
-            await wait_until(
-                lambda: (
-                    rig.daemon is not None
-                    and rig.daemon.cloud.outbox.stats().pending > 0
-                    and any(
-                        e.kind == "bank_returned" and e.slot == slot
-                        for e in rig.daemon.feed.recent(100)
-                    )
-                )
-            )
+            await wait_until(rig, lambda slot=slot: returned_in(daemon, slot))
+        assert daemon.cloud.outbox.stats().pending >= len(slots)
+
         mosquitto.start()
-        for slot in slots:
-            await rig.inbox.wait_for("bank_returned", lambda e, s=slot: e.slot == s, timeout=40)
+        await rig.inbox.wait_count("bank_returned", len(slots), within_s=40)
 
         returns = [m for m in rig.inbox.messages if m.data.kind == "bank_returned"]
         assert [m.data.slot for m in returns] == slots
@@ -172,9 +176,9 @@ async def test_returns_while_broker_down_arrive_in_order(
 
 async def test_board_offline_other_serves(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
     async with running_rig(mosquitto, tmp_path) as rig:
-        await wait_until(lambda: bool(rentable_slots(rig)))
+        await wait_until(rig, lambda: bool(rentable_slots(rig)))
         sim = rig.sim.cabinet
-        first_board = sim.options.config.board_addresses[0] if hasattr(sim, "options") else 1
+        first_board = sim.config.board_addresses()[0]
         sim.set_board_silent(first_board)
         fault = await rig.inbox.wait_for(
             "fault", lambda f: f.fault == "board_offline" and not f.cleared
@@ -215,10 +219,43 @@ async def test_restart_mid_eject_acts_once(mosquitto: MosquittoBroker, tmp_path:
         assert result.eject.outcome == "taken"
 
 
-def _all_results(rig: Rig) -> list[Any]:
-    return rig.inbox.of_kind("command_result")
+@pytest.mark.parametrize(
+    ("lang", "expected"),
+    [("en", ["Cabinet", "online"]), ("zh-CN", ["机柜", "在线"])],
+)
+async def test_cli_against_running_daemon(
+    mosquitto: MosquittoBroker, tmp_path: Path, lang: str, expected: list[str]
+) -> None:
+    async with running_rig(mosquitto, tmp_path) as rig:
+        slot = empty_slots(rig)[0]
+        rig.sim.cabinet.insert_bank(slot)
+        await rig.inbox.wait_for("bank_returned", lambda e: e.slot == slot)
+        socket = str(rig.state_dir / "control.sock")
+        runner = CliRunner()
+
+        def cli(*args: str) -> Result:
+            return runner.invoke(app, [*args, "--socket", socket, "--lang", lang])
+
+        status = await asyncio.to_thread(cli, "status")
+        slots = await asyncio.to_thread(cli, "slots", "--json")
+        events = await asyncio.to_thread(cli, "events", "--limit", "50")
+
+        assert status.exit_code == 0, status.output
+        for word in expected:
+            assert word in status.output
+        assert slots.exit_code == 0, slots.output
+        rows = json.loads(slots.output)["slots"]
+        assert [row["slot"] for row in rows] == list(range(1, len(rows) + 1))
+        assert events.exit_code == 0, events.output
+        assert str(slot) in events.output
 
 
-@pytest.fixture
-def small_cabinet() -> SimConfig:
-    return SimConfig(boards=2, slots_per_board=4, seed=7)
+async def test_cli_reports_daemon_not_running(tmp_path: Path) -> None:
+    runner = CliRunner()
+    socket = str(tmp_path / "absent.sock")
+    english = runner.invoke(app, ["status", "--socket", socket, "--lang", "en"])
+    chinese = runner.invoke(app, ["status", "--socket", socket, "--lang", "zh-CN"])
+    assert english.exit_code == 3
+    assert "not running" in english.output
+    assert chinese.exit_code == 3
+    assert "未运行" in chinese.output
