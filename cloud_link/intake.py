@@ -303,10 +303,16 @@ class CommandIntake:
 
 
 def _signature_well_formed(sig: str) -> bool:
+    """Return whether `sig` is canonical base64 of 64 bytes.
+
+    Base64 ignores the unused bits of the last character, so several strings decode to the
+    same signature. Only the canonical one is accepted, so each authentic request has one form.
+    """
     try:
-        return len(base64.b64decode(sig, validate=True)) == ED25519_SIGNATURE_BYTES
+        raw = base64.b64decode(sig, validate=True)
     except binascii.Error:
         return False
+    return len(raw) == ED25519_SIGNATURE_BYTES and base64.b64encode(raw).decode() == sig
 
 
 def _readable_id(value: object) -> str | None:

@@ -352,3 +352,17 @@ def test_deadline_before_issue_rejected() -> None:
 
     assert verdict.reason is CommandRejectReason.INVALID_SCHEMA
     assert "deadline" in verdict.detail
+
+
+def test_non_canonical_signature_rejected() -> None:
+    clock = ManualClock()
+    document = json.loads(signed(clock))
+    # The last character before "==" carries 4 unused bits; setting one keeps the bytes.
+    sig = document["sig"]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = alphabet.index(sig[-3])
+    document["sig"] = sig[:-3] + alphabet[last ^ 1] + "=="
+    assert base64.b64decode(document["sig"]) == base64.b64decode(sig)
+    verdict = rejection(make_intake(clock).check(received(clock, json.dumps(document).encode())))
+
+    assert verdict.reason is CommandRejectReason.BAD_SIGNATURE
