@@ -1,0 +1,229 @@
+"""command: eject command arrival at the gateway's MQTT connection to UNLOCK on the serial line.
+
+The daemon runs as its own process. Its MQTT connection passes through a proxy that notes
+when the last byte of each PUBLISH from the broker arrives; the simulator (on a pty in this
+process) notes when the bytes of an UNLOCK request arrive from the gateway. The difference,
+per command, is the gateway's latency plus one proxy hop and one pty hop. Commands go one at
+a time to slots in turn; the bank is taken as soon as the UNLOCK arrives and put back after
+the result, so every slot stays rentable. The baseline is the broker's loopback latency, from
+a QoS 1 publish to its arrival at a subscriber on the same broker, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bench.broker import Broker, mosquitto
+from bench.gatewayproc import gateway_process, write_toml
+from bench.proxy import MQTT_PUBLISH, CountingProxy
+from bench.result import BenchResult, safe_ratio
+from cabinet_sim import Cabinet, MonotonicClock, SimConfig
+from cabinet_sim.config import BankMix
+from cabinet_sim.transports import PtyTransport
+from cloud_link.commands import EjectCommand
+from gateway.cloudtool import BrokerAddress, ReceivedMessage, ScriptedCloud, public_key_of
+from protocol.slotbus import Command, Deframer
+
+CABINET = "BENCH-0001"
+KEY_ID = "bench-key"
+BOARDS = 4
+SLOTS_PER_BOARD = 6
+TARGET_P99_MS = 5.0
+FULL_COMMANDS = 1000
+QUICK_COMMANDS = 60
+WARMUP_COMMANDS = 5
+STEP_TIMEOUT_S = 10.0
+
+
+class TappedCabinet(Cabinet):
+    """A simulated cabinet that records when UNLOCK requests arrive from the master."""
+
+    def __init__(self, config: SimConfig) -> None:
+        super().__init__(config, clock=MonotonicClock())
+        self._deframer = Deframer()
+        self.unlock_arrived: asyncio.Queue[float] = asyncio.Queue()
+
+    def receive(self, data: bytes) -> list[Any]:
+        at = time.monotonic()
+        for frame in self._deframer.feed(data):
+            if not frame.is_response and frame.command_id == Command.UNLOCK:
+                self.unlock_arrived.put_nowait(at)
+        return super().receive(data)
+
+
+class Results:
+    """Command results seen by the cloud, by command id."""
+
+    def __init__(self) -> None:
+        self.done: dict[str, asyncio.Event] = {}
+
+    def expect(self, command_id: str) -> asyncio.Event:
+        return self.done.setdefault(command_id, asyncio.Event())
+
+    def on_message(self, message: ReceivedMessage) -> None:
+        envelope = message.envelope
+        if envelope is None or envelope.data.kind != "command_result":
+            return
+        command_id = envelope.data.command_id
+        if command_id is not None:
+            self.expect(command_id).set()
+
+
+def gateway_config(state_dir: Path, port: str, proxy_port: int, public_key: str) -> dict[str, Any]:
+    return {
+        "cabinet": {"id": CABINET, "state_dir": str(state_dir), "low_stock_threshold": 0},
+        "serial": {
+            "port": port,
+            "boards": [
+                {"address": address, "slot_count": SLOTS_PER_BOARD}
+                for address in range(1, BOARDS + 1)
+            ],
+            "settle_s": 0.5,
+            "event_poll_interval_s": 0.1,
+        },
+        "mqtt": {
+            "host": "127.0.0.1",
+            "port": proxy_port,
+            "mqtt_version": "5",
+            "tls": {"enabled": False},
+            "commands": {"trusted_keys": {KEY_ID: public_key}, "clock_sync": "synchronised"},
+        },
+        "control": {"socket": str(state_dir / "control.sock")},
+        "log": {"level": "INFO"},
+    }
+
+
+async def broker_loopback(broker: Broker, samples: int) -> list[float]:
+    """Return publish-to-subscriber seconds of `samples` QoS 1 messages, one at a time."""
+    topic = "bench/loopback"
+    latencies: list[float] = []
+    async with (
+        aiomqtt.Client(broker.host, broker.port, identifier="bench-loop-sub") as subscriber,
+        aiomqtt.Client(broker.host, broker.port, identifier="bench-loop-pub") as publisher,
+    ):
+        await subscriber.subscribe(topic, qos=1)
+        messages = aiter(subscriber.messages)
+        for number in range(samples):
+            started = time.monotonic()
+            await publisher.publish(topic, str(number).encode(), qos=1)
+            async with asyncio.timeout(STEP_TIMEOUT_S):
+                await anext(messages)
+            latencies.append(time.monotonic() - started)
+    return latencies
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    rank = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+async def eject_once(
+    cabinet: TappedCabinet,
+    cloud: ScriptedCloud,
+    results: Results,
+    publishes: asyncio.Queue[float],
+    slot: int,
+) -> float:
+    """Eject from `slot`, take the bank, wait for the result, return the bank; return latency."""
+    command_id = await cloud.send(EjectCommand(slot=slot))
+    done = results.expect(command_id)
+    async with asyncio.timeout(STEP_TIMEOUT_S):
+        arrived = await publishes.get()
+        unlocked = await cabinet.unlock_arrived.get()
+    bank = cabinet.take(slot)
+    async with asyncio.timeout(STEP_TIMEOUT_S):
+        await done.wait()
+    cabinet.insert_bank(slot, bank)
+    return unlocked - arrived
+
+
+async def measure(work: Path, commands: int) -> tuple[list[float], list[float]]:
+    """Return the gateway latencies and the broker loopback latencies, in seconds."""
+    sim = SimConfig(
+        boards=BOARDS,
+        slots_per_board=SLOTS_PER_BOARD,
+        seed=5,
+        banks=BankMix(fill_ratio=1.0, rentable_share=1.0),
+    )
+    cabinet = TappedCabinet(sim)
+    key = Ed25519PrivateKey.generate()
+    publishes: asyncio.Queue[float] = asyncio.Queue()
+
+    def on_packet(packet_type: int, at: float) -> None:
+        if packet_type == MQTT_PUBLISH:
+            publishes.put_nowait(at)
+
+    results = Results()
+    state = work / "state"
+    state.mkdir()
+    with mosquitto(work / "broker") as broker:
+        proxy = CountingProxy(broker.port, tap=on_packet)
+        async with (
+            PtyTransport(cabinet, link_path=work / "ttyCAB") as pty,
+            proxy.serving(),
+        ):
+            config = work / "gateway.toml"
+            write_toml(
+                config, gateway_config(state, pty.device_path, proxy.port, public_key_of(key))
+            )
+            cloud = ScriptedCloud(
+                BrokerAddress(broker.host, broker.port, tls=False),
+                cabinet_id=CABINET,
+                key=key,
+                key_id=KEY_ID,
+                mqtt_version="5",
+                on_message=results.on_message,
+            )
+            # The daemon's start and stop block; the simulator must keep answering meanwhile.
+            gateway = contextlib.ExitStack()
+            await asyncio.to_thread(
+                gateway.enter_context, gateway_process(config, work / "gateway.log")
+            )
+            try:
+                async with cloud.connected():
+                    latencies = []
+                    for number in range(commands + WARMUP_COMMANDS):
+                        slot = 1 + number % sim.slot_count
+                        latency = await eject_once(cabinet, cloud, results, publishes, slot)
+                        if number >= WARMUP_COMMANDS:
+                            latencies.append(latency)
+                    loopback = await broker_loopback(broker, commands)
+            finally:
+                await asyncio.to_thread(gateway.close)
+    return latencies, loopback
+
+
+def run(quick: bool) -> tuple[BenchResult, list[str]]:
+    commands = QUICK_COMMANDS if quick else FULL_COMMANDS
+    with tempfile.TemporaryDirectory(prefix="bench-command-") as workdir:
+        latencies, loopback = asyncio.run(measure(Path(workdir), commands))
+
+    p50, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
+    loop50, loop99 = percentile(loopback, 0.5) * 1000, percentile(loopback, 0.99) * 1000
+    summary = [
+        f"command: {len(latencies)} eject commands one at a time after {WARMUP_COMMANDS} "
+        f"warm-up commands, {BOARDS * SLOTS_PER_BOARD}-slot simulator on a pty, MQTT 5",
+        f"  PUBLISH at the gateway's connection -> UNLOCK on the serial line: "
+        f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {max(latencies) * 1000:.2f} ms",
+        f"  broker loopback, QoS 1 publish -> subscriber: p50 {loop50:.2f} ms, "
+        f"p99 {loop99:.2f} ms ({len(loopback)} messages)",
+    ]
+    result = BenchResult(
+        name="command",
+        value=p99,
+        unit="ms (p99)",
+        baseline=loop99,
+        ratio=safe_ratio(p99, loop99),
+        target=f"p99 <= {TARGET_P99_MS} ms",
+        met=p99 <= TARGET_P99_MS,
+    )
+    return result, summary
