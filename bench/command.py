@@ -30,7 +30,7 @@ from cabinet_sim.config import BankMix
 from cabinet_sim.transports import PtyTransport
 from cloud_link.commands import EjectCommand
 from gateway.cloudtool import BrokerAddress, ReceivedMessage, ScriptedCloud, public_key_of
-from protocol.slotbus import Command, Deframer
+from protocol.slotbus import Command, Deframer, UnlockRequest, decode_request
 
 CABINET = "BENCH-0001"
 KEY_ID = "bench-key"
@@ -44,18 +44,27 @@ STEP_TIMEOUT_S = 10.0
 
 
 class TappedCabinet(Cabinet):
-    """A simulated cabinet that records when UNLOCK requests arrive from the master."""
+    """A simulated cabinet that records when UNLOCK requests arrive, and for which slot."""
 
-    def __init__(self, config: SimConfig) -> None:
-        super().__init__(config, clock=MonotonicClock())
+    def __init__(self, config: SimConfig, clock: MonotonicClock | None = None) -> None:
+        super().__init__(config, clock=clock or MonotonicClock())
         self._deframer = Deframer()
-        self.unlock_arrived: asyncio.Queue[float] = asyncio.Queue()
+        self._slot_numbers = {
+            (where.board, where.slot): number
+            for number, where in enumerate(config.slot_map(), start=1)
+        }
+        self.unlock_arrived: asyncio.Queue[tuple[float, int]] = asyncio.Queue()
+        """Arrival time (time.monotonic()) and cabinet slot number of each UNLOCK request."""
 
     def receive(self, data: bytes) -> list[Any]:
         at = time.monotonic()
         for frame in self._deframer.feed(data):
-            if not frame.is_response and frame.command_id == Command.UNLOCK:
-                self.unlock_arrived.put_nowait(at)
+            if frame.is_response or frame.command_id != Command.UNLOCK:
+                continue
+            body = decode_request(frame).body
+            if isinstance(body, UnlockRequest):
+                slot = self._slot_numbers.get((frame.address, body.slot), 0)
+                self.unlock_arrived.put_nowait((at, slot))
         return super().receive(data)
 
 
@@ -138,7 +147,7 @@ async def eject_once(
     done = results.expect(command_id)
     async with asyncio.timeout(STEP_TIMEOUT_S):
         arrived = await publishes.get()
-        unlocked = await cabinet.unlock_arrived.get()
+        unlocked, _ = await cabinet.unlock_arrived.get()
     bank = cabinet.take(slot)
     async with asyncio.timeout(STEP_TIMEOUT_S):
         await done.wait()
