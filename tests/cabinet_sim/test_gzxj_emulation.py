@@ -17,6 +17,7 @@ from cabinet_sim import (
     SimulationError,
     Transmission,
 )
+from cabinet_sim.control import Controller
 from cabinet_sim.gzxj_station import GzxjStation
 from cabinet_sim.transports import MemoryLink, PtyTransport
 from protocol.gzxj import (
@@ -361,6 +362,15 @@ def test_silent_station(host: Host) -> None:
     assert len(host.send(Command.CQ, QueryRequest(host.next_id(), 0))) == 1
     with pytest.raises(SimulationError):
         host.cabinet.set_board_silent(1)
+
+
+def test_control_commands_reach_station(host: Host) -> None:
+    controller = Controller(host.cabinet)
+    controller.execute("board 0 silent")
+    assert host.station.silent
+    controller.execute("board 0 answer")
+    controller.execute("board 0 reboot")
+    assert host.station.stats.resets == 1
 
 
 def test_line_faults(host: Host) -> None:
