@@ -6,6 +6,8 @@ import asyncio
 
 import pytest
 import serial
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cabinet_sim import (
     BankMix,
@@ -39,6 +41,7 @@ from protocol.gzxj import (
     RulesRequest,
     SlotReport,
     decode_text,
+    encode_frame,
     encode_message,
 )
 
@@ -403,6 +406,43 @@ def test_corrupted_bytes_fail_the_crc(host: Host) -> None:
     host.cabinet.link.corrupt_byte_rate = 1.0
     assert host.send(Command.CQ, QueryRequest(host.next_id(), 0)) == []
     assert host.station.stats.frames == 0
+
+
+FIELD = st.text(alphabet="0123456789ABCDEFNUL:.", max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["0", "1"]),
+            st.sampled_from([*Command, "ZZ"]),
+            st.lists(FIELD, max_size=6),
+            st.floats(0, 200),
+        ),
+        max_size=20,
+    )
+)
+def test_any_frame_gets_protocol_reply(
+    frames: list[tuple[str, str, list[str], float]],
+) -> None:
+    cabinet = Cabinet(gzxj_config(), clock=ManualClock())
+    host = Host(cabinet)
+    for address, command, fields, pause_s in frames:
+        for transmission in cabinet.receive(encode_frame(address, command, fields).encode()):
+            decoded = decode_text(transmission.data.decode("ascii"))
+            assert decoded.address == "0"
+        cabinet.advance(pause_s)
+    for transmission in host.unsolicited:
+        assert decode_text(transmission.data.decode("ascii")).address == "0"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_never_crash(data: bytes) -> None:
+    cabinet = Cabinet(gzxj_config(), clock=ManualClock())
+    for transmission in cabinet.receive(data):
+        assert decode_text(transmission.data.decode("ascii")).address == "0"
 
 
 def test_same_seed_same_bytes() -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 import serial
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cabinet_sim import BankMix, Cabinet, InjectedFault, ManualClock, MonotonicClock, SimConfig
 from cabinet_sim.s1tt_boards import S1ttBoards
@@ -371,6 +374,45 @@ def test_same_seed_same_bytes() -> None:
         return out + host.raw(0, Command.STATUS, SlotRef(0))
 
     assert run() == run()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([0, 1, 4]),
+            st.one_of(st.sampled_from(list(Command)), st.integers(0, 0xFF)),
+            st.binary(max_size=40),
+            st.floats(0, 40),
+        ),
+        max_size=20,
+    )
+)
+def test_any_request_gets_a_protocol_reply(requests: list[tuple[int, int, bytes, float]]) -> None:
+    cabinet = Cabinet(s1tt_config(boards=2), clock=ManualClock())
+    cabinet.insert_bank(1, charge=50)
+    cabinet.insert_bank(2, readable=False)
+    cabinet.advance(0.3)
+    for address, command, payload, pause_s in requests:
+        replies = cabinet.receive(encode_frame(address, bytes((command,)) + payload))
+        cabinet.advance(pause_s)
+        if address not in cabinet.boards:
+            assert replies == []
+            continue
+        (reply,) = replies
+        frame = parse_frame(reply.data)
+        assert frame.address == address
+        assert frame.command_id == command
+        with contextlib.suppress(BoardError):
+            decode_reply(frame)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_never_crash(data: bytes) -> None:
+    cabinet = Cabinet(s1tt_config(boards=2), clock=ManualClock())
+    for transmission in cabinet.receive(data):
+        assert parse_frame(transmission.data).address in (0, 1)
 
 
 def test_config_rejects_large_boards() -> None:
