@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from cabinet_sim.hardware import SimulationError
 from protocol.slotbus.codes import BootReason, Command
 from protocol.slotbus.frame import Deframer
 
@@ -71,7 +72,15 @@ class NativeEmulation:
         self._deframer.reset()
 
     def set_silent(self, address: int | str, silent: bool) -> None:
-        self.cabinet.board(int(address)).silent = silent
+        self.cabinet.board(board_address(address)).silent = silent
 
     def restart(self, address: int | str, reason: BootReason) -> None:
-        self.cabinet.board(int(address)).boot(reason)
+        self.cabinet.board(board_address(address)).boot(reason)
+
+
+def board_address(address: int | str) -> int:
+    """Return a numeric board address; raise SimulationError for text that is not a number."""
+    try:
+        return int(address)
+    except ValueError:
+        raise SimulationError(f"board address {address!r} is not a number") from None

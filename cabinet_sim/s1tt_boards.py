@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cabinet_sim.board import Board
-from cabinet_sim.emulation import Reply
+from cabinet_sim.emulation import Reply, board_address
 from cabinet_sim.notices import Notice, NoticeKind
 from cabinet_sim.s1tt_bank import MAX_U16, BankMemory, bank_status
 from cabinet_sim.slot import InjectedFault, Slot
@@ -155,10 +155,10 @@ class S1ttBoards:
         self._input.clear()
 
     def set_silent(self, address: int | str, silent: bool) -> None:
-        self.cabinet.board(int(address)).silent = silent
+        self.cabinet.board(board_address(address)).silent = silent
 
     def restart(self, address: int | str, reason: BootReason) -> None:
-        self.cabinet.board(int(address)).boot(reason)
+        self.cabinet.board(board_address(address)).boot(reason)
 
     def _on_notice(self, notice: Notice) -> None:
         if notice.kind is NoticeKind.EVENT:
