@@ -7,7 +7,6 @@ leave the cabinet. Waiting goes through `sleep` so that a test clock can control
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Protocol, TypeVar
 
@@ -49,10 +48,8 @@ async def wait_future(clock: Clock, future: asyncio.Future[T], seconds: float) -
     try:
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        if not sleeper.done():
-            sleeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sleeper
+        # Not awaited: awaiting it here could swallow a cancellation of the caller.
+        sleeper.cancel()
     if future.done():
         return future.result()
     return None
