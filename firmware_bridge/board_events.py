@@ -175,21 +175,25 @@ class BoardEventHandler:
     ) -> None:
         core = self._core
         flags = InsertFlag(event.value & 0xFF)
-        event_id = bank_id_hex(event.bank_id)
-        if slot.present and slot.found_by_reconcile and slot.bank_id == event_id:
+        event_bank_id = bank_id_hex(event.bank_id)
+        if slot.present and slot.found_by_reconcile and slot.bank_id == event_bank_id:
             slot.found_by_reconcile = False  # the rebuilt picture already reported this return
             return
+
         slot.present = True
         slot.found_by_reconcile = False
-        slot.bank_id = event_id
+        slot.bank_id = event_bank_id
         slot.bank = None
         info = None
+        # NOTE: the reads follow each other without a pause; a chip that needs longer to
+        # answer is reported unidentified (and ID_READ_FAILED comes from the board).
         for _ in range(ID_READ_ATTEMPTS):
             info = await read_bank(core, link, slot)
             if info is None or info.bank_id is not None:
                 break
-        bank_id = info.bank_id if info is not None and info.bank_id else event_id
+        bank_id = info.bank_id if info is not None and info.bank_id else event_bank_id
         slot.bank_id = bank_id
+
         logger.info("slot %d: bank %s returned", slot.slot, bank_id or "(unidentified)")
         await core.emit(
             BankReturned(

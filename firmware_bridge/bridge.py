@@ -182,9 +182,9 @@ class Bridge:
     ) -> EjectResult:
         """Learn the outcome of an eject cut off by a restart; eject only if it never ran.
 
-        QUERY_UNLOCK is asked first and never acts. The eject is performed only when every
-        board asked reports the token UNKNOWN, none rebooted since the stored watermark, and the
-        deadline has not passed; otherwise the result is the board's or FAILED(interrupted).
+        QUERY_UNLOCK comes first and never acts. The eject is performed only when every board
+        asked reports the token UNKNOWN, none rebooted since the stored watermark, and the
+        deadline has not passed. Otherwise the result is the board's, or FAILED(interrupted).
         """
         core = self._core
         request = EjectRequest(token, self._config.unlock_window_s, deadline, False)
@@ -226,7 +226,7 @@ class Bridge:
         return [core.model.link_of(found)] if found is not None else None
 
     def _same_boot(self, link: BoardLink) -> bool:
-        """Whether the board kept its boot since the watermark stored by the previous run."""
+        """Return whether the board kept the boot recorded in the previous run's watermark."""
         identity = link.identity
         return identity is not None and link.stored_boot_count == identity.boot_count
 

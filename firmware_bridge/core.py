@@ -31,7 +31,7 @@ from protocol.slotbus import Command, Message
 logger = logging.getLogger(__name__)
 
 REMEMBERED_TOKENS = 256
-"""Finished eject results kept to answer a repeated token without touching the bus."""
+"""Finished eject results kept, so a repeated token gets its result without a bus request."""
 
 
 @dataclass(slots=True)

@@ -1,7 +1,7 @@
 """Eject: one UNLOCK per token, and exactly one outcome, never a guess.
 
 An UNLOCK is repeated only with the same token, and never written after the deadline. When
-the UNLOCK may have reached the board but no answer came, the outcome is learned from
+the UNLOCK may have reached the board but no reply came, the outcome is learned from
 QUERY_UNLOCK and the terminal board event, bounded by the take window plus a margin. If it is
 still unknown the eject ends FAILED with `uncertain=True`, and a terminal event that arrives
 later is reported as LateEjectOutcome.
@@ -42,7 +42,7 @@ from protocol.slotbus.constants import MAX_UNLOCK_WINDOW_S, MIN_UNLOCK_WINDOW_S
 logger = logging.getLogger(__name__)
 
 QUERY_INTERVAL_S = 0.5
-"""Pause between QUERY_UNLOCK attempts while the board does not answer."""
+"""Pause between QUERY_UNLOCK attempts while the board does not reply."""
 
 FOLLOW_WAIT_S = 2.0
 """Wait for the terminal event this long before asking QUERY_UNLOCK again."""
@@ -180,11 +180,11 @@ class Ejector:
     async def _run_once(
         self, request: EjectRequest, number: int | None
     ) -> tuple[EjectResult, bool]:
-        slot, refused = self.choose_slot(request, number)
-        if refused is not None or slot is None:
-            assert refused is not None  # choose_slot returns exactly one of the two
-            logger.info("eject with token %d refused: %s", request.token, refused)
-            return refused, False
+        slot, ended = self.choose_slot(request, number)
+        if ended is not None or slot is None:
+            assert ended is not None  # choose_slot returns exactly one of the two
+            logger.info("eject with token %d ended before UNLOCK: %s", request.token, ended)
+            return ended, False
         return await self.eject(request, slot)
 
     async def eject(self, request: EjectRequest, slot: SlotModel) -> tuple[EjectResult, bool]:
@@ -227,7 +227,7 @@ class Ejector:
     async def resolve_known(
         self, request: EjectRequest, link: BoardLink, status: UnlockStatus
     ) -> EjectResult:
-        """Finish an eject from a restart whose token the board knows: follow it, never act."""
+        """Finish an eject from before a restart whose token the board has seen; never act."""
         core = self._core
         slot = core.model.slot(link.global_slot(status.slot))
         if slot is None or slot.board != link.address:
@@ -246,6 +246,7 @@ class Ejector:
             + request.window_s
             + core.config.eject_resolve_margin_s,
         )
+
         core.waiters[request.token] = run.waiter
         result: EjectResult | None
         try:
@@ -255,6 +256,7 @@ class Ejector:
         finally:
             core.waiters.pop(request.token, None)
             slot.phase = None
+
         if result is None:
             result = self._uncertain(run, EjectFailReason.INTERRUPTED)
         emitted = run.waiter.finish_emitted
@@ -276,7 +278,7 @@ class Ejector:
             resolved = await self._follow(run, quick=sent != "opened")
             if resolved is not None:
                 return resolved
-            # QUERY_UNLOCK said UNKNOWN on the same boot: the board never ran the UNLOCK.
+            # QUERY_UNLOCK returned UNKNOWN on the same boot, so the board never ran the UNLOCK.
             if request.deadline is not None and core.clock.monotonic() >= request.deadline:
                 break
         return self.fail(request, slot, EjectFailReason.TIMEOUT, detail="unlock never ran")
@@ -285,7 +287,7 @@ class Ejector:
         """Send UNLOCK (same token on every attempt).
 
         Return ("opened", None) after OPENED, ("unknown", None) when the board may have received
-        it without answering, or ("", result) for a final outcome.
+        it without replying, or ("", result) for a final outcome.
         """
         core = self._core
         request, slot = run.request, run.slot
@@ -311,7 +313,7 @@ class Ejector:
                 return "", self.reject(request, slot, EjectRejectReason.EXPIRED)
             return "unknown", None
         except BoardRejectedError as exc:
-            return "", self._board_refused(request, slot, exc)
+            return "", self._status_result(request, slot, exc)
         except NotConnectedError as exc:
             if not written:
                 return "", self.fail(request, slot, EjectFailReason.BOARD_OFFLINE, detail=str(exc))
@@ -326,7 +328,7 @@ class Ejector:
         logger.info("slot %d opened for token %d", slot.slot, request.token)
         return "opened", None
 
-    def _board_refused(
+    def _status_result(
         self, request: EjectRequest, slot: SlotModel, exc: BoardRejectedError
     ) -> EjectResult:
         error = exc.error
@@ -341,7 +343,7 @@ class Ejector:
     async def _follow(self, run: _Run, *, quick: bool) -> EjectResult | None:
         """Wait for the token's outcome; return None when the board proved it never ran it.
 
-        With `quick` the board is asked at once, because the UNLOCK got no answer.
+        With `quick` the board is asked at once, because the UNLOCK got no reply.
         """
         core = self._core
         future = run.waiter.future

@@ -26,7 +26,7 @@ class LinkChange:
 
 @dataclass(slots=True)
 class BoardLink:
-    """What the bridge knows about one board and when it next needs the bus."""
+    """State of one board as the bridge sees it, and when the board next needs the bus."""
 
     spec: BoardSpec
     first_slot: int  # global number of the board's slot 1
@@ -36,8 +36,8 @@ class BoardLink:
     failures: int = 0  # consecutive failed exchanges
     probe_attempts: int = 0
     next_probe_at: float = 0.0
-    contacted: bool = False  # answered at least once, or was declared offline after trying
-    status_read: bool = False  # GET_SLOTS answered since the bridge started
+    contacted: bool = False  # replied at least once, or was declared offline after trying
+    status_read: bool = False  # GET_SLOTS replied since the bridge started
     last_dropped: int | None = None  # EventBatch.dropped of the current boot
     last_event_id: int = 0  # highest event id handed on in the current boot
     next_events_at: float = 0.0

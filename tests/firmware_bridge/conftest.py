@@ -30,7 +30,7 @@ from protocol.slotbus import Command, Deframer, Frame
 E = TypeVar("E")
 
 WAIT_S = 5.0
-"""Longest wait for an expected event; a passing test sees it far sooner."""
+"""Longest wait for an expected event; in a passing test it arrives far sooner."""
 
 
 class RecordingSink:
@@ -180,7 +180,7 @@ class FilteringLink:
     """Wraps a ByteLink: counts the requests written and drops chosen replies.
 
     `drop_replies[command]` is how many of the next replies to that command are lost, as if
-    the board acted but its answer never arrived.
+    the board acted but its reply never arrived.
     """
 
     def __init__(self, inner: ByteLink) -> None:

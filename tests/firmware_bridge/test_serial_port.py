@@ -84,7 +84,8 @@ async def test_port_vanish_loop_keeps_fds_flat(tmp_path: Path) -> None:
         for cycle in range(1, 6):
             cabinet.port_down()
             started = time.monotonic()
-            await sink.wait_until(lambda cycle=cycle: losses() == cycle, within=2.0)
+            expected = cycle
+            await sink.wait_until(lambda: losses() == expected, within=2.0)  # noqa: B023
             assert time.monotonic() - started < 2.0
             cabinet.port_up()
             await sink.wait_until(
