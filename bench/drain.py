@@ -39,6 +39,7 @@ IN_FLIGHT = 8
 CABINET = "BENCH-0001"
 PROGRESS_CHECK_S = 0.05
 DRAIN_TIMEOUT_S = 600.0
+DELIVERY_TIMEOUT_S = 60.0
 OUTBOX_BYTES = 256 << 20
 
 
@@ -69,7 +70,8 @@ class Counter:
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-counter")
         self._client.on_message = self._on_message
         self._client.connect(broker.host, broker.port)
-        self._client.subscribe(topic_filter, qos=0)
+        # QoS 1, so that the broker queues for a slow subscriber instead of dropping.
+        self._client.subscribe(topic_filter, qos=1)
         self._client.loop_start()
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
@@ -189,12 +191,12 @@ def run(quick: bool) -> tuple[BenchResult, list[str]]:
 
                 counter.expect(count)
                 gateway_s = asyncio.run(drain_gateway(config, work / "state"))
-                gateway_delivered = counter.wait(DRAIN_TIMEOUT_S)
+                gateway_delivered = counter.wait(DELIVERY_TIMEOUT_S)
                 gateway_count = counter.count
 
                 counter.expect(count)
                 raw_s = drain_raw(broker, topic, payloads)
-                counter.wait(DRAIN_TIMEOUT_S)
+                counter.wait(DELIVERY_TIMEOUT_S)
                 raw_count = counter.count
             finally:
                 counter.close()
