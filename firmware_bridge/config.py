@@ -21,7 +21,7 @@ class EchoMode(StrEnum):
     """How the bridge treats its own transmission read back by a half-duplex adapter."""
 
     AUTO = "auto"  # discard a received copy of the request just written, if one arrives
-    ON = "on"  # the adapter always echoes; a missing echo is counted
+    ON = "on"  # the adapter echoes; handled like AUTO (a missing echo is not reported)
     OFF = "off"  # no echo expected; a received request frame is counted as foreign traffic
 
 

@@ -94,8 +94,11 @@ class SerialLink:
                 raise self._error
             if self._closed:
                 raise PortLostError(f"{self._url} is closed")
+            # asyncio.timeout, not wait_for: in Python 3.11 wait_for can lose a cancellation
+            # that arrives together with the data.
             try:
-                await asyncio.wait_for(self._readable.wait(), self._check_interval_s)
+                async with asyncio.timeout(self._check_interval_s):
+                    await self._readable.wait()
             except TimeoutError:
                 self._check_device()
             self._readable.clear()
