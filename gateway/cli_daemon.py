@@ -13,10 +13,18 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from gateway.config import DEFAULT_CONFIG_PATH, ConfigError, GatewayConfig, load_config
-from gateway.i18n import N_, _
+from gateway.cli_diag.session import LangOption
+from gateway.config import (
+    DEFAULT_CONFIG_PATH,
+    EXAMPLE_CONFIG_PATH,
+    ConfigError,
+    GatewayConfig,
+    check_resources,
+    load_config,
+)
+from gateway.i18n import N_, _, activate, resolve_language
 
-EXAMPLE_CONFIG = Path(__file__).parent / "gateway.example.toml"
+EX_CONFIG = 78  # sysexits.h: configuration error
 
 ConfigOption = Annotated[
     Path,
@@ -39,24 +47,36 @@ def load_or_exit(path: Path) -> GatewayConfig:
         raise _fail(f"{heading}\n  {lines}") from None
 
 
-def run(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
+def run(config: ConfigOption = DEFAULT_CONFIG_PATH, lang: LangOption = None) -> None:
     """Run the gateway daemon (as systemd does)."""
+    from cloud_link import CloudConfigError
     from gateway.daemon import Daemon, InstanceLockedError
     from gateway.logs import setup_logging
 
+    activate(resolve_language(lang, config))
     settings = load_or_exit(config)
     recent = setup_logging(settings.log.level)
     try:
         asyncio.run(Daemon(settings, recent_logs=recent).run())
     except InstanceLockedError as exc:
         raise _fail(_("Another gateway is already running: {detail}", detail=str(exc))) from None
+    except CloudConfigError as exc:
+        # A configuration error does not heal by restarting: systemd stops on this exit code.
+        raise _fail(
+            _("Cannot connect to the cloud: {detail}", detail=str(exc)), EX_CONFIG
+        ) from None
     except KeyboardInterrupt:
         pass
 
 
-def config_check(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
+def config_check(config: ConfigOption = DEFAULT_CONFIG_PATH, lang: LangOption = None) -> None:
     """Validate the configuration file without starting anything."""
+    activate(resolve_language(lang, config))
     settings = load_or_exit(config)
+    problems = check_resources(settings)
+    if problems:
+        heading = _("Invalid configuration in {source}:", source=str(config))
+        raise _fail(heading + "\n  " + "\n  ".join(problems))
     Console().print(
         _(
             "Configuration {path} is valid: cabinet {cabinet}, {slots} slots on {boards} boards, "
@@ -74,10 +94,10 @@ def config_check(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
 
 def config_example() -> None:
     """Print the commented example configuration."""
-    sys.stdout.write(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    sys.stdout.write(EXAMPLE_CONFIG_PATH.read_text(encoding="utf-8"))
 
 
-def demo(
+def demo(  # noqa: PLR0917 (typer maps each parameter to an option)
     broker: Annotated[
         str | None,
         typer.Option(help=N_("Use this broker (mqtt://HOST:PORT) instead of the embedded one.")),
@@ -90,11 +110,13 @@ def demo(
     ] = 8.0,
     seed: Annotated[int, typer.Option(help=N_("Seed of the simulated cabinet."))] = 1,
     view: Annotated[bool, typer.Option(help=N_("Show the live view."))] = True,
+    lang: LangOption = None,
 ) -> None:
     """Run a simulated cabinet, a broker, the gateway and a scripted cloud, and show them live."""
     from gateway.cloudtool import BrokerUrlError
     from gateway.demo import DemoOptions, run_demo
 
+    activate(resolve_language(lang))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     console = Console()
     options = DemoOptions(

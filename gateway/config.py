@@ -16,9 +16,11 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from cloud_link import CloudConfig
 from firmware_bridge import BridgeConfig
+from gateway.i18n import _
 
 ENV_PREFIX = "CABINET_GATEWAY_"
 DEFAULT_CONFIG_PATH = Path("/etc/cabinet-gateway/gateway.toml")
+EXAMPLE_CONFIG_PATH = Path(__file__).parent / "gateway.example.toml"
 
 
 class ConfigError(Exception):
@@ -174,3 +176,43 @@ def describe_errors(exc: ValidationError) -> list[str]:
         shown = "" if error["type"] == "missing" or isinstance(value, dict) else f" (got {value!r})"
         lines.append(f"{key}: {message}{shown}")
     return lines
+
+
+def check_resources(config: GatewayConfig) -> list[str]:
+    """Return problems the schema cannot see, translated: missing TLS files, unusable keys."""
+    from cloud_link import SigningError
+    from cloud_link.signing import load_trusted_keys
+
+    problems = []
+    tls = config.mqtt.tls
+    if tls.enabled:
+        for key, path in (
+            ("mqtt.tls.ca_file", tls.ca_file),
+            ("mqtt.tls.cert_file", tls.cert_file),
+            ("mqtt.tls.key_file", tls.key_file),
+        ):
+            if path is not None and not path.is_file():
+                problems.append(
+                    _(
+                        "{key}: file {path} not found; install it or fix the path",
+                        key=key,
+                        path=path,
+                    )
+                )
+    try:
+        load_trusted_keys(config.mqtt.commands.trusted_keys)
+    except SigningError as exc:
+        problems.append(
+            _(
+                "mqtt.commands.trusted_keys: {error}; use the base64 that 'cloud keygen' prints",
+                error=str(exc),
+            )
+        )
+    if not config.mqtt.commands.trusted_keys:
+        problems.append(
+            _(
+                "mqtt.commands.trusted_keys: empty, so every command will be rejected; "
+                "add the cloud's Ed25519 public key"
+            )
+        )
+    return problems

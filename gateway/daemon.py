@@ -14,6 +14,7 @@ from typing import IO, Any
 from cloud_link import (
     Birth,
     BoardSnapshot,
+    CloudConfigError,
     CloudLink,
     LowStockEvent,
     OutboxFullError,
@@ -136,15 +137,10 @@ class Daemon:
         control = ControlServer(self.service, self.config.control.socket, self.config.control.group)
         try:
             await control.start()
-            async with asyncio.TaskGroup() as tasks:
-                bridge_task = tasks.create_task(self.bridge.run(), name="bridge")
-                cloud_task = tasks.create_task(self.cloud.run(), name="cloud")
-                watchdog = tasks.create_task(self.notifier.watchdog_loop(), name="watchdog")
-                startup = tasks.create_task(self._start_up(), name="startup")
-                await self._stop.wait()
-                await self._shut_down(startup, cloud_task)
-                for task in (bridge_task, watchdog, startup):
-                    task.cancel()
+            await self._run_tasks()
+        except* CloudConfigError as group:
+            # The caller reports one fatal configuration error, not the task group around it.
+            raise group.exceptions[0] from None
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
@@ -154,6 +150,17 @@ class Daemon:
             self.store.close()
             self._release_lock()
             logger.info("gateway for cabinet %s stopped", self.config.cabinet.id)
+
+    async def _run_tasks(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            bridge_task = tasks.create_task(self.bridge.run(), name="bridge")
+            cloud_task = tasks.create_task(self.cloud.run(), name="cloud")
+            watchdog = tasks.create_task(self.notifier.watchdog_loop(), name="watchdog")
+            startup = tasks.create_task(self._start_up(), name="startup")
+            await self._stop.wait()
+            await self._shut_down(startup, cloud_task)
+            for task in (bridge_task, watchdog, startup):
+                task.cancel()
 
     async def _start_up(self) -> None:
         """Wait for the boards, finish commands cut off by a restart, then report ready."""
