@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import tempfile
 import threading
 import time
@@ -38,7 +39,7 @@ QUICK_EVENTS = 10_000
 IN_FLIGHT = 8
 CABINET = "BENCH-0001"
 PROGRESS_CHECK_S = 0.05
-DRAIN_TIMEOUT_S = 600.0
+DRAIN_TIMEOUT_S = 300.0
 DELIVERY_TIMEOUT_S = 60.0
 OUTBOX_BYTES = 256 << 20
 
@@ -175,6 +176,10 @@ def drain_raw(broker: Broker, topic: str, payloads: list[bytes]) -> float:
     return elapsed
 
 
+def progress(step: str) -> None:
+    print(f"drain: {step}", file=sys.stderr, flush=True)
+
+
 def run(quick: bool) -> tuple[BenchResult, list[str]]:
     count = QUICK_EVENTS if quick else FULL_EVENTS
     with tempfile.TemporaryDirectory(prefix="bench-drain-") as workdir:
@@ -184,17 +189,20 @@ def run(quick: bool) -> tuple[BenchResult, list[str]]:
             topic = Topics(config.topic_prefix, CABINET).event("bank_returned")
             counter = Counter(broker, topic)
             try:
+                progress(f"filling the outbox with {count} events")
                 fill_outbox(work / "state", config, count)
                 storage = Storage(work / "state" / DATABASE_NAME)
                 payloads = [bytes(row[0]) for row in storage.query("SELECT payload FROM outbox")]
                 storage.close()
 
                 counter.expect(count)
+                progress("draining through CloudLink")
                 gateway_s = asyncio.run(drain_gateway(config, work / "state"))
                 gateway_delivered = counter.wait(DELIVERY_TIMEOUT_S)
                 gateway_count = counter.count
 
                 counter.expect(count)
+                progress(f"{gateway_count} delivered; publishing with raw paho")
                 raw_s = drain_raw(broker, topic, payloads)
                 counter.wait(DELIVERY_TIMEOUT_S)
                 raw_count = counter.count
