@@ -41,6 +41,7 @@ CABINET = "BENCH-0001"
 PROGRESS_CHECK_S = 0.05
 DRAIN_TIMEOUT_S = 300.0
 DELIVERY_TIMEOUT_S = 60.0
+RAW_QUEUE_LIMIT = 1000
 OUTBOX_BYTES = 256 << 20
 
 
@@ -148,8 +149,12 @@ def drain_raw(broker: Broker, topic: str, payloads: list[bytes]) -> float:
     """Publish `payloads` with plain paho at QoS 1; return the seconds to the last PUBACK."""
     acked = threading.Event()
     pending = {"count": len(payloads)}
+    # paho-mqtt 2.2 numbers a message when it is queued and keys its queue by that number, so
+    # more than 65,535 queued messages overwrite each other. The in-flight window stays at 8.
+    queue_room = threading.Semaphore(RAW_QUEUE_LIMIT)
 
     def on_publish(client: mqtt.Client, userdata: object, mid: int, *args: object) -> None:
+        queue_room.release()
         pending["count"] -= 1
         if pending["count"] == 0:
             acked.set()
@@ -166,6 +171,8 @@ def drain_raw(broker: Broker, topic: str, payloads: list[bytes]) -> float:
     client.connect(broker.host, broker.port)
     client.loop_start()
     for payload in payloads:
+        if not queue_room.acquire(timeout=DRAIN_TIMEOUT_S):
+            break
         client.publish(topic, payload, qos=1, properties=properties)
     finished = acked.wait(DRAIN_TIMEOUT_S)
     elapsed = time.perf_counter() - started
