@@ -257,11 +257,17 @@ class Board(BoardHardware):
         count = _expect(body, EventsRequest).max_events
         if not 1 <= count <= MAX_EVENTS_PER_READ:
             raise Rejected(Status.INVALID_ARGUMENT)
-        return EventBatch(self.events.dropped, self.events.pending, self.events.oldest(count))
+        return EventBatch(
+            self.boot_count & 0xFFFF,
+            self.events.dropped,
+            self.events.pending,
+            self.events.oldest(count),
+        )
 
     def _ack_events(self, body: Message) -> EventAckResult:
-        up_to = _expect(body, EventAck).up_to
-        if up_to > self.events.last_id:
+        ack = _expect(body, EventAck)
+        # An ACK read in an earlier boot must not delete events of this boot.
+        if ack.up_to > self.events.last_id or ack.boot_count != self.boot_count & 0xFFFF:
             raise Rejected(Status.INVALID_ARGUMENT)
-        self.events.acknowledge(up_to)
+        self.events.acknowledge(ack.up_to)
         return EventAckResult(self.events.pending)

@@ -181,7 +181,8 @@ class Poller:
         batch = await core.request(link, Command.READ_EVENTS, EventsRequest(MAX_EVENTS_PER_READ))
         if not isinstance(batch, EventBatch):
             return
-        if any(event.kind is EventKind.BOARD_BOOT for event in batch.events):
+        rebooted = link.identity is None or batch.boot_count != link.identity.boot_count & 0xFFFF
+        if rebooted or any(event.kind is EventKind.BOARD_BOOT for event in batch.events):
             identity = await core.request(link, Command.IDENTIFY, Empty())
             if isinstance(identity, Identity):
                 await self.apply_identity(link, identity)
@@ -201,7 +202,7 @@ class Poller:
             handled = event.event_id
             await core.publish(event.kind.name.lower())
         if handled:
-            await self._acknowledge(link, handled)
+            await self._acknowledge(link, handled, batch.boot_count)
         await self._charge_returned(link)
 
         now = core.clock.monotonic()
@@ -222,11 +223,11 @@ class Poller:
             raise BridgeError(f"board {link.address} has no identity yet")
         return BoardEventKey(identity.board_id, identity.boot_count, event_id)
 
-    async def _acknowledge(self, link: BoardLink, up_to: int) -> None:
+    async def _acknowledge(self, link: BoardLink, up_to: int, boot_count: int) -> None:
         try:
-            await self._core.request(link, Command.ACK_EVENTS, EventAck(up_to))
+            await self._core.request(link, Command.ACK_EVENTS, EventAck(up_to, boot_count))
         except BoardRejectedError as exc:
-            # The board has not issued this id: it rebooted since the read. IDENTIFY will tell.
+            # The board rebooted since the read, so the ACK named events of an older boot.
             logger.warning("board %d rejected ACK_EVENTS up to %d: %s", link.address, up_to, exc)
             link.next_status_at = self._core.clock.monotonic()
 

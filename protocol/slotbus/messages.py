@@ -344,19 +344,21 @@ class BoardEvent(Message):
 
 @dataclass(frozen=True, slots=True)
 class EventBatch(Message):
+    boot_count: int  # the board's boot counter (low 16 bits), as in IDENTIFY
     dropped: int  # events lost to a full queue since boot, saturating at 65535
     pending: int  # unacknowledged events in the queue, including those returned here
     events: tuple[BoardEvent, ...]
 
-    FIELDS = (("dropped", "H", int), ("pending", "B", int))
+    FIELDS = (("boot_count", "H", int), ("dropped", "H", int), ("pending", "B", int))
     ITEMS = ("events", BoardEvent)
 
 
 @dataclass(frozen=True, slots=True)
 class EventAck(Message):
     up_to: int  # acknowledge every event with an id up to and including this one
+    boot_count: int  # the boot the events were read in; another boot rejects the ACK
 
-    FIELDS = (("up_to", "I", int),)
+    FIELDS = (("up_to", "I", int), ("boot_count", "H", int))
 
 
 @dataclass(frozen=True, slots=True)

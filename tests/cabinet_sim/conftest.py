@@ -65,7 +65,8 @@ class Master:
             if not batch.events:
                 return events
             events.extend(batch.events)
-            self.call(address, Command.ACK_EVENTS, EventAck(batch.events[-1].event_id))
+            ack = EventAck(batch.events[-1].event_id, batch.boot_count)
+            self.call(address, Command.ACK_EVENTS, ack)
 
 
 def empty_config(**changes: object) -> SimConfig:

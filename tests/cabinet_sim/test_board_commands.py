@@ -115,7 +115,7 @@ def test_wrong_payload_length(cabinet: Cabinet, master: Master, command: Command
         (Command.QUERY_UNLOCK, TokenRef(0)),
         (Command.READ_EVENTS, EventsRequest(0)),
         (Command.READ_EVENTS, EventsRequest(10)),
-        (Command.ACK_EVENTS, EventAck(2)),  # id 1 (BOARD_BOOT) is the last issued
+        (Command.ACK_EVENTS, EventAck(2, 1)),  # id 1 (BOARD_BOOT) is the last issued
         (Command.RESET, ResetRequest(0x1234)),
     ],
 )

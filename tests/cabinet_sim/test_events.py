@@ -56,12 +56,29 @@ def test_ack_removes_up_to_id(cabinet: Cabinet, master: Master) -> None:
     for slot in range(1, 5):
         cabinet.insert_bank(slot)
     cabinet.advance(0.3)
-    assert master.call(1, Command.ACK_EVENTS, EventAck(3)) == EventAckResult(2)
+    boot = cabinet.board(1).boot_count
+    assert master.call(1, Command.ACK_EVENTS, EventAck(3, boot)) == EventAckResult(2)
     assert [e.event_id for e in master.read_events(1).events] == [4, 5]
     # A lower id than already acknowledged is a no-op.
-    assert master.call(1, Command.ACK_EVENTS, EventAck(2)) == EventAckResult(2)
-    assert master.status(1, Command.ACK_EVENTS, EventAck(6)) is Status.INVALID_ARGUMENT
-    assert master.call(1, Command.ACK_EVENTS, EventAck(5)) == EventAckResult(0)
+    assert master.call(1, Command.ACK_EVENTS, EventAck(2, boot)) == EventAckResult(2)
+    assert master.status(1, Command.ACK_EVENTS, EventAck(6, boot)) is Status.INVALID_ARGUMENT
+    assert master.call(1, Command.ACK_EVENTS, EventAck(5, boot)) == EventAckResult(0)
+
+
+def test_ack_from_older_boot_rejected(cabinet: Cabinet, master: Master) -> None:
+    cabinet.insert_bank(1)
+    cabinet.advance(0.3)
+    batch = master.read_events(1)
+    cabinet.power_cycle(1)
+    cabinet.advance(REBOOT_S * 1.5)
+    cabinet.insert_bank(2)
+    cabinet.advance(0.3)
+    stale = EventAck(batch.events[-1].event_id, batch.boot_count)
+    assert master.status(1, Command.ACK_EVENTS, stale) is Status.INVALID_ARGUMENT
+    assert [e.kind for e in master.read_events(1).events] == [
+        EventKind.BOARD_BOOT,
+        EventKind.BANK_INSERTED,
+    ]
 
 
 def test_overflow_counts_dropped(cabinet: Cabinet, master: Master) -> None:
@@ -79,7 +96,7 @@ def test_overflow_counts_dropped(cabinet: Cabinet, master: Master) -> None:
     produced = 3 * (capacity // 2 + 3)
     assert batch.pending + batch.dropped == produced
     last = cabinet.board(1).events.last_id
-    master.call(1, Command.ACK_EVENTS, EventAck(last))
+    master.call(1, Command.ACK_EVENTS, EventAck(last, batch.boot_count))
     cabinet.insert_bank(1) if cabinet.slot(1).bank is None else cabinet.tamper(1)
     cabinet.advance(0.3)
     after = master.read_events(1)

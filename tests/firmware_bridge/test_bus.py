@@ -90,7 +90,7 @@ async def test_reply_byte_by_byte_matches() -> None:
     bus = BusClient(config(), SystemClock())
     link = ScriptedLink(ack_reply, chunk=1)
     async with pumped(bus, link):
-        reply = await bus.request(1, Command.ACK_EVENTS, EventAck(1), retries=0)
+        reply = await bus.request(1, Command.ACK_EVENTS, EventAck(1, 1), retries=0)
 
     assert reply == EventAckResult(0)
     assert bus.stats((1,)).frames_received == 1
@@ -110,7 +110,7 @@ async def test_stale_reply_is_not_taken_for_new() -> None:
     bus = BusClient(config(reply_margin_s=0.01), SystemClock())
     link = ScriptedLink(respond)
     async with pumped(bus, link):
-        await bus.request(1, Command.ACK_EVENTS, EventAck(1), retries=1)
+        await bus.request(1, Command.ACK_EVENTS, EventAck(1, 1), retries=1)
     stats = bus.stats((1,))
 
     assert stats.retries == 1
@@ -124,7 +124,7 @@ async def test_timeout_leaves_no_pending() -> None:
     link = ScriptedLink(lambda _: [])
     async with pumped(bus, link):
         with pytest.raises(RequestTimeoutError, match="after 3 attempt"):
-            await bus.request(1, Command.ACK_EVENTS, EventAck(1), retries=2)
+            await bus.request(1, Command.ACK_EVENTS, EventAck(1, 1), retries=2)
 
     assert bus._pending == {}
     assert len(link.requests) == 3
@@ -150,7 +150,7 @@ async def test_echo_modes(mode: EchoMode, echoes: int, foreign: int) -> None:
     bus = BusClient(config(echo=mode), SystemClock())
     link = ScriptedLink(ack_reply, echo=True, chunk=4)
     async with pumped(bus, link):
-        reply = await bus.request(1, Command.ACK_EVENTS, EventAck(1), retries=0)
+        reply = await bus.request(1, Command.ACK_EVENTS, EventAck(1, 1), retries=0)
     stats = bus.stats((1,))
 
     assert reply == EventAckResult(0)
