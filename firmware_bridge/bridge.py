@@ -79,6 +79,11 @@ class Bridge:
             if slot is not None:
                 slot.disabled_reason = reason
         self._poller.watermarks = core.store.load_event_watermarks()
+        for slot_number, (present, bank_id) in core.store.load_occupancy().items():
+            slot = core.model.slot(slot_number)
+            if slot is not None:
+                slot.present = present
+                slot.bank_id = bank_id if present else None
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._serve_port(), name="bridge-port")
             tasks.create_task(self._poller.run(), name="bridge-poller")
@@ -151,6 +156,17 @@ class Bridge:
             stock=model.stock(now),
             at=self._clock.wall(),
         )
+
+    def occupancy(self) -> dict[int, tuple[bool, str | None]]:
+        """Return, per global slot whose presence is known, (bank present, bank id).
+
+        The caller saves it and gives it back through `BridgeStore.load_occupancy`.
+        """
+        return {
+            slot.slot: (slot.present, slot.bank_id if slot.present else None)
+            for slot in self._core.model.slots
+            if slot.present is not None
+        }
 
     def stats(self) -> BusStats:
         return self._core.bus.stats(tuple(link.address for link in self._core.links))

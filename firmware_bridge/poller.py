@@ -151,6 +151,16 @@ class Poller:
             same_boot = stored is not None and stored.boot_count == identity.boot_count
             link.last_event_id = stored.event_id if stored and same_boot else 0
             link.last_dropped = None
+            if stored is not None and not same_boot:
+                # The board rebooted while the gateway was stopped and its event queue is gone:
+                # compare its slots with the occupancy saved before the stop.
+                link.reconcile_needed = True
+            else:
+                # Unacknowledged events of this boot are read again; the board's status is the
+                # baseline and the saved occupancy is not needed.
+                for slot in self._core.model.board_slots(link):
+                    if slot.phase is None:
+                        slot.present = None
             logger.info(
                 "board %d: id %016X, boot %d, firmware %s, %d slots",
                 link.address,

@@ -36,6 +36,15 @@ class BridgeStore(Protocol):
 
     def save_event_watermark(self, watermark: EventWatermark) -> None: ...
 
+    def load_occupancy(self) -> dict[int, tuple[bool, str | None]]:
+        """Return, per global slot, whether a bank was present and its id, as last saved.
+
+        The bridge compares this with the first GET_SLOTS of a board that rebooted while the
+        gateway was stopped: its event queue was lost, so returns made meanwhile are found
+        only by that comparison.
+        """
+        ...
+
 
 class MemoryStore:
     """A BridgeStore that keeps everything in memory, for tests and dry runs."""
@@ -43,6 +52,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.disabled: dict[int, str] = {}
         self.watermarks: dict[int, EventWatermark] = {}
+        self.occupancy: dict[int, tuple[bool, str | None]] = {}
 
     def load_disabled_slots(self) -> dict[int, str]:
         return dict(self.disabled)
@@ -58,3 +68,6 @@ class MemoryStore:
 
     def save_event_watermark(self, watermark: EventWatermark) -> None:
         self.watermarks[watermark.board_id] = watermark
+
+    def load_occupancy(self) -> dict[int, tuple[bool, str | None]]:
+        return dict(self.occupancy)

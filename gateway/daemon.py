@@ -25,6 +25,7 @@ from cloud_link import (
 from cloud_link.clock import SystemClock as CloudClock
 from firmware_bridge import (
     BankHealthReport,
+    BankRemoved,
     BankReturned,
     BoardLinkChanged,
     Bridge,
@@ -32,6 +33,7 @@ from firmware_bridge import (
     EjectFinished,
     FaultRaised,
     LateEjectOutcome,
+    SlotStateChanged,
     StockChanged,
 )
 from gateway import __version__
@@ -49,6 +51,7 @@ from protocol.cabinet import FaultKind, SlotState
 logger = logging.getLogger(__name__)
 
 BRIDGE_READY_TIMEOUT_S = 30.0
+OCCUPANCY_EVENTS = (SlotStateChanged, BankReturned, BankRemoved, EjectFinished, LateEjectOutcome)
 
 FAULT_OF_FLAG = {
     "LOCK_STUCK": FaultKind.LOCK_FAULT,
@@ -245,6 +248,9 @@ class Daemon:
         context = self._context_of(event)
         seqs = [self._send(message) for message in to_cloud(event, context)]
         self._record(event, seqs)
+        if isinstance(event, OCCUPANCY_EVENTS):
+            # Saved before the bridge stores its watermark, so a restart finds it current.
+            self.store.save_occupancy(self.bridge.occupancy())
         kind, summary, slot = summary_of(event)
         self.feed.add(kind, summary, at=event.at, slot=slot, data=_event_data(event))
         if isinstance(event, StockChanged):

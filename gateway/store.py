@@ -32,6 +32,11 @@ CREATE TABLE IF NOT EXISTS event_watermarks (
     boot_count INTEGER NOT NULL,
     event_id INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS slot_occupancy (
+    slot INTEGER PRIMARY KEY,
+    present INTEGER NOT NULL,
+    bank_id TEXT
+);
 CREATE TABLE IF NOT EXISTS battery_history (
     id INTEGER PRIMARY KEY,
     bank_id TEXT NOT NULL,
@@ -101,6 +106,7 @@ class GatewayStore:
         self._db.enable_wal()
         self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self._conn.executescript(SCHEMA)
+        self._occupancy: dict[int, tuple[bool, str | None]] = {}
 
     def close(self) -> None:
         self._conn.close()
@@ -148,6 +154,30 @@ class GatewayStore:
             (f"{watermark.board_id:016X}", watermark.boot_count, watermark.event_id),
             durable=True,
         )
+
+    def load_occupancy(self) -> dict[int, tuple[bool, str | None]]:
+        rows = self._conn.execute("SELECT slot, present, bank_id FROM slot_occupancy").fetchall()
+        occupancy = {int(slot): (bool(present), bank_id) for slot, present, bank_id in rows}
+        self._occupancy = dict(occupancy)
+        return occupancy
+
+    def save_occupancy(self, occupancy: dict[int, tuple[bool, str | None]]) -> None:
+        """Store the slots whose occupancy changed since the last call, in one transaction."""
+        changed = {s: v for s, v in occupancy.items() if self._occupancy.get(s) != v}
+        if not changed:
+            return
+        self._conn.execute("PRAGMA synchronous = FULL")
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO slot_occupancy (slot, present, bank_id) VALUES (?, ?, ?)",
+                [(slot, int(present), bank_id) for slot, (present, bank_id) in changed.items()],
+            )
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+        self._occupancy.update(changed)
 
     # Battery history
 

@@ -156,3 +156,44 @@ async def test_disabled_slot_survives_restart() -> None:
         assert slot.disabled_reason == "latch bent"
         await rig.bridge.set_slot_disabled(5, False, "latch fixed")
         assert store.disabled == {}
+
+
+async def test_return_while_stopped_and_rebooted() -> None:
+    """A board that rebooted while the gateway was stopped lost its events: the saved
+    occupancy still lets the return made meanwhile be reported, exactly once."""
+    cabinet = Cabinet(sim_config(), clock=ManualClock())
+    store = MemoryStore()
+    async with memory_rig(cabinet=cabinet, store=store) as rig:
+        store.occupancy = rig.bridge.occupancy()
+    assert store.occupancy[4] == (False, None)
+
+    bank = cabinet.insert_bank(4)
+    cabinet.advance(0.3)
+    cabinet.power_cycle(1)
+    cabinet.advance(1.5)
+
+    async with memory_rig(cabinet=cabinet, store=store) as rig:
+        found = await rig.sink.wait_for(BankReturned, lambda e: e.slot == 4)
+        assert found.reconciled
+        assert found.bank_id == bank.bank_id.hex().upper()
+        assert [e.slot for e in rig.sink.of(BankReturned)] == [4]
+
+
+async def test_same_boot_restart_ignores_saved_occupancy() -> None:
+    """Without a reboot the board's own events are the truth: a stale saved occupancy
+    does not invent a return."""
+    cabinet = Cabinet(sim_config(), clock=MonotonicClock())
+    store = MemoryStore()
+    async with memory_rig(cabinet=cabinet, store=store) as rig:
+        cabinet.insert_bank(1)
+        await rig.sink.wait_for(BankReturned)
+        store.occupancy = rig.bridge.occupancy()
+    assert store.occupancy[1][0]
+    store.occupancy[1] = (False, None)  # stale: the bank was there all along
+    empty = 2
+
+    async with memory_rig(cabinet=cabinet, store=store) as rig:
+        cabinet.insert_bank(empty)
+        returned = await rig.sink.wait_for(BankReturned)
+        assert returned.slot == empty
+        assert len(rig.sink.of(BankReturned)) == 1
