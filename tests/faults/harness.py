@@ -86,3 +86,15 @@ async def wait_daemon(rig: Rig, predicate: Callable[[], bool], within_s: float =
         while not predicate():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(feed.wait_for(predicate), CHECK_INTERVAL_S)
+
+
+async def rentable_slot(rig: Rig) -> int:
+    """Return the first slot the daemon considers rentable, waiting for one if needed."""
+    assert rig.daemon is not None
+    bridge = rig.daemon.bridge
+
+    def rentable() -> list[int]:
+        return [slot.slot for slot in bridge.snapshot().slots if slot.rentable]
+
+    await wait_daemon(rig, lambda: bool(rentable()))
+    return rentable()[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,8 +12,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_link import sign_command
 from cloud_link.commands import EjectCommand
+from tests.faults.harness import rentable_slot
 from tests.faults.windows import WindowCounter
-from tests.gateway.rig import CABINET, KEY_ID, WAIT_S, Rig, running_rig
+from tests.gateway.rig import CABINET, KEY_ID, Rig, running_rig
 from tests.support.mosquitto import MosquittoBroker
 
 pytestmark = pytest.mark.faults
@@ -47,18 +47,6 @@ async def publish_raw(rig: Rig, payload: bytes) -> None:
     """Publish bytes on the command topic as an attacker with broker access would."""
     async with aiomqtt.Client("127.0.0.1", rig.broker.port) as client:
         await client.publish(rig.cloud.topics.command, payload, qos=1)
-
-
-async def rentable_slot(rig: Rig) -> int:
-    assert rig.daemon is not None
-    daemon = rig.daemon
-
-    def rentable() -> list[int]:
-        return [slot.slot for slot in daemon.bridge.snapshot().slots if slot.rentable]
-
-    async with asyncio.timeout(WAIT_S):
-        await daemon.feed.wait_for(lambda: bool(rentable()))
-    return rentable()[0]
 
 
 def attacks(rig: Rig, slot: int) -> list[tuple[str, bytes, str, str | None]]:
