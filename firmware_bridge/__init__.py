@@ -13,6 +13,7 @@ from firmware_bridge.errors import (
     PortError,
     PortLostError,
     RequestTimeoutError,
+    SinkError,
     UnknownSlotError,
 )
 from firmware_bridge.events import (
@@ -79,6 +80,7 @@ __all__ = [
     "PortOpener",
     "RequestTimeoutError",
     "SelfTestReport",
+    "SinkError",
     "SlotSnapshot",
     "SlotStateChanged",
     "StockChanged",

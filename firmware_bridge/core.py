@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from firmware_bridge.bus import PRIORITY_POLL, BusClient
 from firmware_bridge.clock import Clock
 from firmware_bridge.config import BridgeConfig
-from firmware_bridge.errors import BoardRejectedError, RequestTimeoutError
+from firmware_bridge.errors import BoardRejectedError, RequestTimeoutError, SinkError
 from firmware_bridge.events import (
     BoardLinkChanged,
     CabinetEvent,
@@ -105,7 +105,10 @@ class BridgeCore:
     async def emit(self, event: CabinetEvent) -> None:
         """Hand one event to the sink; events from all tasks reach it one at a time, in order."""
         async with self._emit_lock:
-            await self.sink.handle(event)
+            try:
+                await self.sink.handle(event)
+            except Exception as exc:
+                raise SinkError(f"{type(event).__name__} not handed on: {exc!r}") from exc
 
     async def emit_link_change(self, link: BoardLink, change: LinkChange | None) -> None:
         if change is None:

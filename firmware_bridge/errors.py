@@ -53,5 +53,9 @@ class BoardOfflineError(BridgeError):
     """The board of the slot is offline, so the command was not sent."""
 
 
+class SinkError(BridgeError):
+    """The sink could not take an event; the board event stays unacknowledged for a retry."""
+
+
 class ChargingRefusedError(BridgeError):
     """Charging was not switched on because the bank is too hot or faulted."""

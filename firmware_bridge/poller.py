@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from firmware_bridge.board_events import BoardEventHandler, enable_charging, read_bank
 from firmware_bridge.clock import wait_future
 from firmware_bridge.core import BridgeCore
-from firmware_bridge.errors import BoardRejectedError, BridgeError, PortError
+from firmware_bridge.errors import BoardRejectedError, BridgeError, PortError, SinkError
 from firmware_bridge.events import BankRemoved, BankReturned, FaultRaised
 from firmware_bridge.links import BoardLink
 from firmware_bridge.model import CHARGING_STATES, SlotModel
@@ -39,6 +39,10 @@ COOL_DOWN_C = 15.0
 Job = Callable[[], Awaitable[None]]
 
 
+SINK_RETRY_S = 5.0
+"""Pause after the sink failed to take an event (for example a full outbox)."""
+
+
 class Poller:
     def __init__(self, core: BridgeCore) -> None:
         self._core = core
@@ -61,6 +65,11 @@ class Poller:
                 await job()
             except PortError as exc:
                 logger.debug("poll stopped by the port: %s", exc)
+                continue
+            except SinkError as exc:
+                # Nothing was acknowledged past the event that failed: the board keeps it.
+                logger.error("%s; retrying in %.0f s", exc, SINK_RETRY_S)
+                await core.clock.sleep(SINK_RETRY_S)
                 continue
             except BridgeError as exc:
                 logger.debug("poll failed: %s", exc)

@@ -39,8 +39,13 @@ class RecordingSink:
     def __init__(self) -> None:
         self.events: list[CabinetEvent] = []
         self._changed = asyncio.Condition()
+        self.refuse: set[type] = set()  # event types that `handle` fails on, as a full outbox
+        self.refused = asyncio.Event()
 
     async def handle(self, event: CabinetEvent) -> None:
+        if type(event) in self.refuse:
+            self.refused.set()
+            raise RuntimeError("outbox full")
         async with self._changed:
             self.events.append(event)
             self._changed.notify_all()

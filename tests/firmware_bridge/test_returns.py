@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from cabinet_sim import Cabinet, ManualClock, MonotonicClock
-from firmware_bridge import BankRemoved, BankReturned, FaultRaised, MemoryStore, StockChanged
+from firmware_bridge import (
+    BankRemoved,
+    BankReturned,
+    FaultRaised,
+    MemoryStore,
+    StockChanged,
+    poller,
+)
 from protocol.cabinet import FaultKind, LinkState, SlotState
 from protocol.slotbus import Command, LockState
-from tests.firmware_bridge.conftest import Rig, Wrapped, memory_rig, sim_config
+from tests.firmware_bridge.conftest import WAIT_S, Rig, Wrapped, memory_rig, sim_config
 
 
 async def wait_board(rig: Rig, address: int, state: LinkState) -> None:
@@ -196,4 +207,19 @@ async def test_same_boot_restart_ignores_saved_occupancy() -> None:
         cabinet.insert_bank(empty)
         returned = await rig.sink.wait_for(BankReturned)
         assert returned.slot == empty
+        assert len(rig.sink.of(BankReturned)) == 1
+
+
+async def test_sink_failure_keeps_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An event the sink cannot take stays on the board and is handed on once it can."""
+    monkeypatch.setattr(poller, "SINK_RETRY_S", 0.05)
+    async with memory_rig() as rig:
+        rig.sink.refuse.add(BankReturned)
+        rig.cabinet.insert_bank(2)
+        await asyncio.wait_for(rig.sink.refused.wait(), WAIT_S)
+        assert rig.cabinet.board(1).events.pending > 0
+
+        rig.sink.refuse.clear()
+        returned = await rig.sink.wait_for(BankReturned)
+        assert returned.slot == 2
         assert len(rig.sink.of(BankReturned)) == 1
