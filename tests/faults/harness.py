@@ -88,6 +88,13 @@ async def wait_daemon(rig: Rig, predicate: Callable[[], bool], within_s: float =
                 await asyncio.wait_for(feed.wait_for(predicate), CHECK_INTERVAL_S)
 
 
+async def poll_until(predicate: Callable[[], bool], within_s: float = WAIT_S) -> None:
+    """Wait until `predicate()` holds, checked every 20 ms, for state with no change event."""
+    async with asyncio.timeout(within_s):
+        while not predicate():  # noqa: ASYNC110  (the state has no event to wait on)
+            await asyncio.sleep(CHECK_INTERVAL_S)
+
+
 async def rentable_slot(rig: Rig) -> int:
     """Return the first slot the daemon considers rentable, waiting for one if needed."""
     assert rig.daemon is not None
