@@ -31,4 +31,5 @@ def draw_examples(strategy: st.SearchStrategy[T], count: int, seed: int) -> list
 
 def example_count(default: int, long: int) -> int:
     """`long` when the hypothesis profile of --long is loaded, else `default`."""
-    return long if settings.default.max_examples >= 10_000 else default
+    current = settings.default
+    return long if current is not None and current.max_examples >= 10_000 else default

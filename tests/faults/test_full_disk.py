@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +65,9 @@ async def returns_and_removals(rig: Rig, rounds: int) -> list[int]:
             before = returns_in(rig, slot)
             cabinet.insert_bank(slot, charge=90.0)
             slots.append(slot)
-            await wait_daemon(
-                rig, lambda slot=slot, before=before: task.done() or returns_in(rig, slot) > before
-            )
+            await wait_daemon(rig, partial(returned_or_dead, rig, slot, before))
         # The bus stays served: the boards are still polled.
-        await wait_daemon(
-            rig, lambda requests=requests: task.done() or bus_requests(rig) > requests + 10
-        )
+        await wait_daemon(rig, partial(polled_or_dead, rig, requests + 10))
         if task.done():
             break
         for slot in slots[-2:]:
@@ -79,6 +76,16 @@ async def returns_and_removals(rig: Rig, rounds: int) -> list[int]:
             elif cabinet.slot(slot).bank is not None:
                 cabinet.remove_bank(slot)
     return slots
+
+
+def returned_or_dead(rig: Rig, slot: int, before: int) -> bool:
+    assert rig.daemon_task is not None
+    return rig.daemon_task.done() or returns_in(rig, slot) > before
+
+
+def polled_or_dead(rig: Rig, requests: int) -> bool:
+    assert rig.daemon_task is not None
+    return rig.daemon_task.done() or bus_requests(rig) > requests
 
 
 def bus_requests(rig: Rig) -> int:

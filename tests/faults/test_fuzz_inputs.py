@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 from collections import deque
+from functools import partial
 from pathlib import Path
 
 import aiomqtt
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from cloud_link import sign_command
 from cloud_link.commands import EjectCommand, RebirthCommand
+from cloud_link.session import LinkStats
 from firmware_bridge import BankReturned
 from firmware_bridge.transport import ByteLink
 from tests.faults.examples import draw_examples, example_count
@@ -136,7 +138,7 @@ async def test_command_payload_fuzz(mosquitto: MosquittoBroker, tmp_path: Path) 
                     await attacker.publish(rig.cloud.topics.command, payload, qos=1)
                 sent = min(start + BATCH, len(payloads))
                 async with asyncio.timeout(WAIT_S):
-                    await cloud.wait_until(lambda s, sent=sent: settled(s.commands) >= sent)
+                    await cloud.wait_until(partial(all_settled, sent))
         counters = dataclasses.replace(cloud.stats().commands)  # a copy, not the live counters
         fuzz_windows = windows.total
 
@@ -154,6 +156,10 @@ async def test_command_payload_fuzz(mosquitto: MosquittoBroker, tmp_path: Path) 
     assert fuzz_windows == 0
     assert alive
     assert result.eject.outcome == "taken"
+
+
+def all_settled(sent: int, stats: LinkStats) -> bool:
+    return settled(stats.commands) >= sent
 
 
 def settled(counters: object) -> int:

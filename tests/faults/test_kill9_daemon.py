@@ -65,11 +65,11 @@ class KillRun:
                 self.inserted += 1
             else:
                 occupied = [s for s in range(1, cabinet.slot_count + 1) if s not in free]
-                slot = self.rng.choice(occupied) if occupied else None
-                command = EjectCommand(slot=slot)
+                target = self.rng.choice(occupied) if occupied else None
+                command = EjectCommand(slot=target)
                 self.commands.append(await self.cloud.send(command, lifetime_s=COMMAND_LIFETIME_S))
 
-    def distinct_returns(self) -> Counter[tuple[int, str]]:
+    def distinct_returns(self) -> Counter[tuple[int, str | None]]:
         seen = {m.seq: m.data for m in self.inbox.messages if m.data.kind == "bank_returned"}
         return Counter((data.slot, data.bank_id) for data in seen.values())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,11 @@ FD_SLACK = 2
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+def reopened(rig: Rig, expected: int) -> bool:
+    assert rig.daemon is not None
+    return rig.daemon.bridge.stats().reopens >= expected and boards_online(rig)
 
 
 def boards_online(rig: Rig) -> bool:
@@ -54,13 +60,7 @@ async def unplug_replug(rig: Rig, cycles: int) -> tuple[int, int, list[float]]:
         await asyncio.sleep(OUTAGE_S)  # the outage itself, not a wait for an event
         cpu_shares.append((time.process_time() - cpu_start) / (time.monotonic() - wall_start))
         cabinet.port_up()
-        expected = reopens_before + cycle
-        await wait_daemon(
-            rig,
-            lambda expected=expected: (
-                daemon.bridge.stats().reopens >= expected and boards_online(rig)
-            ),
-        )
+        await wait_daemon(rig, partial(reopened, rig, reopens_before + cycle))
     assert daemon.bridge.stats().reopens == reopens_before + cycles
     return fds_before, open_fds(), cpu_shares
 

@@ -173,12 +173,13 @@ async def test_bad_tls_fails_clearly(
     server = issue_expired(authority, "broker", server=True) if case == "expired server" else None
     pki = pki_of(authority, server=server)
     broker, _ = tls_broker(mosquitto_factory, pki)
-    changes: dict[str, Any] = {
+    table: dict[str, dict[str, Any]] = {
         "wrong host name": {"server_hostname": "not-the-broker.test"},
         "expired server": {},
         "unknown CA": {"ca_file": CertificateAuthority(tmp_path / "other", "Other CA").ca_file},
         "no client cert": {"cert_file": None, "key_file": None},
-    }.get(case, {})
+    }
+    changes = table.get(case, {})
     if case == "expired client":
         expired = issue_expired(authority, "old-cabinet", server=False)
         changes = {"cert_file": expired.cert_file, "key_file": expired.key_file}

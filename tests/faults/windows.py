@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from cabinet_sim import NoticeKind
 from cabinet_sim.cabinet import Cabinet
 from cabinet_sim.notices import Notice
-from protocol.slotbus.messages import EventKind
+from protocol.slotbus.codes import EventKind
 
 
 @dataclass
@@ -25,7 +25,7 @@ class WindowCounter:
     take: bool = False
     by_token: Counter[int] = field(default_factory=Counter)
     slots: list[int] = field(default_factory=list)
-    returns: list[tuple[int, str]] = field(default_factory=list)
+    returns: list[tuple[int, str | None]] = field(default_factory=list)
     dropped_events: int = 0
     _unsubscribe: Callable[[], None] | None = None
 
