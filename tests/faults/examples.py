@@ -1,7 +1,7 @@
 """Drawing many hypothesis examples up front, for fuzz runs against one running system.
 
-Starting the daemon or a bridge once per example would cost seconds each; instead the
-examples are drawn first (generation only, no shrinking) and then fed to one running system.
+Starting the daemon or a bridge once per example would cost seconds each, so the examples
+are drawn first (generation only, no shrinking) and then fed to one running system.
 The count follows the hypothesis profile: a few hundred by default, 10,000 with --long.
 """
 

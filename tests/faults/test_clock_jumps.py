@@ -62,8 +62,8 @@ async def test_wall_off_at_receipt(
     offset_s: float,
     reason: str,
 ) -> None:
-    """Invariant: with the synchronised wall clock an hour ahead a fresh command is expired, an
-    hour behind it is issued in the future; either way it is rejected and no lock moves."""
+    """Invariant: with the synchronised wall clock an hour ahead a fresh command is expired,
+    and an hour behind it is issued in the future. Either way it is rejected and no lock moves."""
     async with fault_rig(mosquitto, tmp_path) as rig:
         slot = await rentable_slot(rig)
         windows = WindowCounter(rig.sim.cabinet)
@@ -81,7 +81,7 @@ async def test_wall_jumps_during_eject(
     mosquitto: MosquittoBroker, tmp_path: Path, shifted_wall: type[ShiftedWall]
 ) -> None:
     """Invariant: a command accepted with a correct wall clock runs to its one final result
-    while the wall clock jumps an hour forward and two hours back; it acts exactly once."""
+    while the wall clock jumps an hour forward and two hours back. It acts exactly once."""
     async with fault_rig(mosquitto, tmp_path) as rig:
         slot = await rentable_slot(rig)
         windows = WindowCounter(rig.sim.cabinet)

@@ -172,8 +172,8 @@ async def test_full_disk_keeps_transactional(
     mosquitto_factory: BrokerFactory, tmp_path: Path
 ) -> None:
     """Invariant: with the database file unable to grow (disk full) and the broker gone, the
-    daemon keeps running and polling the boards, telemetry is dropped and counted, no return
-    is lost, and once space is back every return arrives without a restart."""
+    daemon keeps running and polling the boards, and telemetry is dropped and counted. No
+    return is lost: once space is back, every return arrives without a restart."""
     broker = mosquitto_factory(persistence=True)
     async with fault_rig(broker, tmp_path, overrides={"mqtt": {"outbox": OUTBOX}}) as rig:
         assert rig.daemon is not None

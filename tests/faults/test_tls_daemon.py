@@ -1,6 +1,6 @@
 """TLS through the daemon's own configuration, with a CA generated in the test.
 
-The cloud link's TLS unit tests cover the same cases on `CloudLink`; these start the whole
+The cloud link's TLS unit tests cover the same cases on `CloudLink`. These start the whole
 `Daemon` from its config and add expired certificates on either side.
 """
 
