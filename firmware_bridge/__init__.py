@@ -29,6 +29,7 @@ from firmware_bridge.events import (
     SlotStateChanged,
     StockChanged,
 )
+from firmware_bridge.factory import SlotDriver, create_bridge
 from firmware_bridge.results import BankInfo, BoardEventKey, EjectResult, SelfTestReport
 from firmware_bridge.snapshot import (
     BoardIdentity,
@@ -81,11 +82,13 @@ __all__ = [
     "RequestTimeoutError",
     "SelfTestReport",
     "SinkError",
+    "SlotDriver",
     "SlotSnapshot",
     "SlotStateChanged",
     "StockChanged",
     "StockCounts",
     "SystemClock",
     "UnknownSlotError",
+    "create_bridge",
     "open_link",
 ]

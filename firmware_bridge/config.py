@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -60,6 +60,10 @@ class BridgeConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     port: str = Field(description="pyserial URL: /dev/ttyS1, a pty path or socket://HOST:PORT")
+    protocol: Literal["native", "gzxj", "s1tt"] = Field(
+        default="native",
+        description="wire protocol of the slot hardware: slot-bus v1, a GZXJ station or S1TT",
+    )
     baudrate: int = Field(default=115200, gt=0)
     stopbits: int = Field(default=1, ge=1, le=2)
     boards: tuple[BoardSpec, ...] = Field(min_length=1)

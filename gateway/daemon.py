@@ -28,13 +28,14 @@ from firmware_bridge import (
     BankRemoved,
     BankReturned,
     BoardLinkChanged,
-    Bridge,
     CabinetEvent,
     EjectFinished,
     FaultRaised,
     LateEjectOutcome,
+    SlotDriver,
     SlotStateChanged,
     StockChanged,
+    create_bridge,
 )
 from gateway import __version__
 from gateway.commands import CommandRunner
@@ -96,7 +97,7 @@ class Daemon:
         self.feed = EventFeed()
         self.errors = ErrorLog()
         self._cloud_clock = CloudClock.from_settings(config.mqtt.commands)
-        self.bridge = Bridge(config.serial, sink=self, store=self.store)
+        self.bridge: SlotDriver = create_bridge(config.serial, sink=self, store=self.store)
         self.runner = CommandRunner(
             self.bridge, self.store, wall_synchronised=self._cloud_clock.wall_synchronised
         )

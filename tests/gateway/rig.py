@@ -166,10 +166,19 @@ async def running_rig(
     *,
     sim_config: SimConfig | None = None,
     overrides: dict[str, Any] | None = None,
+    protocol: str = "native",
 ) -> AsyncIterator[Rig]:
+    """`protocol` sets the simulator's wire protocol and the daemon's `serial.protocol`."""
+    if sim_config is None:
+        sim_config = SimConfig.model_validate(
+            {"boards": 2, "slots_per_board": 4, "seed": 7, "protocol": protocol}
+        )
+    if protocol != "native":
+        overrides = dict(overrides or {})
+        overrides["serial"] = {"protocol": protocol, **overrides.get("serial", {})}
     sim = Simulation(
         RunOptions(
-            config=sim_config or SimConfig(boards=2, slots_per_board=4, seed=7),
+            config=sim_config,
             pty=True,
             view=False,
             stdin=False,

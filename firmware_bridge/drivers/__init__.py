@@ -1,0 +1,1 @@
+"""Drivers for slot hardware that speaks a published vendor protocol instead of slot-bus v1."""
