@@ -1,10 +1,10 @@
 """command: eject command arrival at the gateway's MQTT connection to UNLOCK on the serial line.
 
 The daemon runs as its own process. Its MQTT connection passes through a proxy that notes
-when the last byte of each PUBLISH from the broker arrives; the simulator (on a pty in this
+when the last byte of each PUBLISH from the broker arrives. The simulator (on a pty in this
 process) notes when the bytes of an UNLOCK request arrive from the gateway. The difference,
 per command, is the gateway's latency plus one proxy hop and one pty hop. Commands go one at
-a time to slots in turn; the bank is taken as soon as the UNLOCK arrives and put back after
+a time to slots in turn. The bank is taken as soon as the UNLOCK arrives and put back after
 the result, so every slot stays rentable. The baseline is the broker's loopback latency, from
 a QoS 1 publish to its arrival at a subscriber on the same broker, measured in the same run.
 """
@@ -142,7 +142,7 @@ async def eject_once(
     publishes: asyncio.Queue[float],
     slot: int,
 ) -> float:
-    """Eject from `slot`, take the bank, wait for the result, return the bank; return latency."""
+    """Eject from `slot`, take the bank and put it back after the result; return the latency."""
     command_id = await cloud.send(EjectCommand(slot=slot))
     done = results.expect(command_id)
     async with asyncio.timeout(STEP_TIMEOUT_S):
@@ -192,7 +192,7 @@ async def measure(work: Path, commands: int) -> tuple[list[float], list[float]]:
                 mqtt_version="5",
                 on_message=results.on_message,
             )
-            # The daemon's start and stop block; the simulator must keep answering meanwhile.
+            # The daemon's start and stop block, and the simulator must keep responding meanwhile.
             gateway = contextlib.ExitStack()
             await asyncio.to_thread(
                 gateway.enter_context, gateway_process(config, work / "gateway.log")

@@ -1,6 +1,6 @@
 """drain: publish 100,000 buffered events from the outbox to a local Mosquitto at QoS 1.
 
-The gateway side is a `CloudLink` started on an outbox that already holds the events; the
+The gateway side is a `CloudLink` started on an outbox that already contains the events. The
 clock runs from `run()` until the outbox is empty, so every event was acknowledged with a
 PUBACK and deleted. The baseline is a raw paho-mqtt client publishing the same payloads on
 the same topic at QoS 1 with the same in-flight window, from connect to the last PUBACK.
@@ -131,7 +131,7 @@ async def drain_gateway(config: CloudConfig, state_dir: Path) -> float:
     task = asyncio.create_task(cloud.run(), name="bench-drain-cloud")
     try:
         async with asyncio.timeout(DRAIN_TIMEOUT_S):
-            # The outbox tells no one when it is empty; a count every 50 ms costs little.
+            # The outbox signals nothing when it becomes empty, so it is counted every 50 ms.
             while cloud.outbox.stats().pending > 0:
                 if task.done():
                     task.result()
@@ -179,7 +179,9 @@ def drain_raw(broker: Broker, topic: str, payloads: list[bytes]) -> float:
     client.disconnect()
     client.loop_stop()
     if not finished:
-        raise TimeoutError(f"raw publisher: {pending['count']} PUBACKs missing")
+        raise TimeoutError(
+            f"raw publisher: {pending['count']} PUBACKs missing after {DRAIN_TIMEOUT_S} s"
+        )
     return elapsed
 
 

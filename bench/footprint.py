@@ -4,7 +4,7 @@ The daemon runs as `cabinet-gateway run --config FILE` in its own process, polli
 24-slot simulator (4 boards x 6 slots, in another process) over a pseudo-terminal and
 connected to a local Mosquitto. Its CPU is read from /proc/PID/stat over an idle window
 and its RSS from /proc/PID/statm. For the backlog part the daemon starts offline (the broker
-port is closed) on an outbox that already holds N return events, bulk-inserted as rows
+port is closed) on an outbox that already contains N return events, bulk-inserted as rows
 identical to what `Outbox.enqueue` writes, and its RSS is read after it settled.
 """
 

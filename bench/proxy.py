@@ -61,7 +61,7 @@ class ByteCounts:
 
 
 class CountingProxy:
-    """Forward every connection to the broker; count bytes; pass broker packets to a tap."""
+    """Forward every connection to the broker, count its bytes and pass broker packets to a tap."""
 
     def __init__(self, broker_port: int, tap: PacketTap | None = None) -> None:
         self._broker_port = broker_port

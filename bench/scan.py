@@ -1,7 +1,7 @@
 """scan: a cold read of a 48-slot cabinet's status and bank data over a real pseudo-terminal.
 
 The bridge starts against the simulator (8 boards x 6 slots, every slot holding a bank,
-paced at 115200 baud, in a child process) and the clock stops when every board answered
+paced at 115200 baud, in a child process) and the clock stops when every board replied to
 IDENTIFY and GET_SLOTS and every bank was read with GET_BANK. The baseline is the wire time
 of every byte the bridge wrote and read in that span (10 bits per byte at 8N1), taken from
 the bridge's BusStats.
@@ -124,8 +124,10 @@ def run(quick: bool) -> tuple[BenchResult, list[str]]:
     runs = QUICK_RUNS if quick else FULL_RUNS
     summary = [f"scan: {BOARDS} boards x {SLOTS_PER_BOARD} slots at {BAUD_RATE} baud, {runs} runs"]
     ratios: list[tuple[float, float, float]] = []
+
     with tempfile.TemporaryDirectory(prefix="bench-scan-") as workdir:
         measured = [scan_child_process(seed, Path(workdir)) for seed in range(runs)]
+
     for seed, (elapsed, stats) in enumerate(measured):
         wire = wire_seconds(stats)
         ratios.append((elapsed / wire, elapsed, wire))
@@ -135,6 +137,8 @@ def run(quick: bool) -> tuple[BenchResult, list[str]]:
             f"{stats.bytes_sent} + {stats.bytes_received} bytes, {stats.timeouts} timeouts, "
             f"{stats.retries} retries), ratio {elapsed / wire:.3f}"
         )
+
+    # Every run exchanges the same frames, so the last run's counts stand for all.
     floor = wire + stats.frames_sent * (
         TURNAROUND_S + INTER_FRAME_BYTES * BITS_PER_BYTE / BAUD_RATE
     )
@@ -143,6 +147,7 @@ def run(quick: bool) -> tuple[BenchResult, list[str]]:
         f"{INTER_FRAME_BYTES} byte-time gap per exchange: {floor * 1000:.1f} ms, "
         f"ratio {floor / wire:.3f}"
     )
+
     median_ratio = statistics.median(ratio for ratio, _, _ in ratios)
     _, elapsed, wire = min(ratios, key=lambda item: abs(item[0] - median_ratio))
     result = BenchResult(
@@ -155,6 +160,7 @@ def run(quick: bool) -> tuple[BenchResult, list[str]]:
         met=safe_ratio(elapsed, wire) <= TARGET_RATIO,
     )
     summary.append("  reported: the run with the median ratio")
+
     elapsed, stats = asyncio.run(scan_in_process(runs))
     summary.append(
         f"  for comparison, simulator on the bridge's event loop: {elapsed * 1000:.1f} ms, "

@@ -1,8 +1,8 @@
 """uplink: MQTT bytes per cabinet-day against publishing the full state as JSON every 30 s.
 
 A reference day is 24 slots, 50 rents and 50 returns at the default intervals. The gateway
-has no compressed clock of its own, so the day is compressed by a factor K on both sides:
-the simulator's clock runs K times faster (charging, heat, take windows), and the daemon's
+has no compressed clock of its own, so the day is compressed by a factor K on both sides.
+The simulator's clock runs K times faster (charging, heat, take windows). The daemon's
 time-based uplink intervals (heartbeat, battery-health reports) are divided by K. The bus
 polling runs in real time but sends nothing upstream by itself. MQTT keepalive cannot be
 scaled (its minimum is 5 s), so it is set to the maximum and the PINGREQ/PINGRESP bytes of a
@@ -127,7 +127,7 @@ class DayTally:
 
 
 async def rent(cabinet: TappedCabinet, cloud: ScriptedCloud, inbox: Inbox, tally: DayTally) -> None:
-    """Ask for a bank (the cabinet chooses); take it as soon as its UNLOCK arrives."""
+    """Ask for a bank that the cabinet chooses, and take it as soon as its UNLOCK arrives."""
     while not cabinet.unlock_arrived.empty():
         cabinet.unlock_arrived.get_nowait()
     command_id = await cloud.send(EjectCommand())
@@ -145,7 +145,8 @@ async def rent(cabinet: TappedCabinet, cloud: ScriptedCloud, inbox: Inbox, tally
         tally.failed_rents += 1
         return
     _, slot = unlock.result()
-    # The tap saw the UNLOCK before the board handled it, in the same call; the window is open.
+    # The tap saw the UNLOCK just before the board handled it in the same call, so the take
+    # window is open now.
     try:
         tally.rented.append(cabinet.take(slot))
     except SimulationError:
@@ -181,7 +182,7 @@ async def live_day(
 
 
 async def gateway_day(work: Path, day_real_s: float) -> tuple[int, DayTally, Inbox, bool]:
-    """Run the daemon through one compressed day; return its bytes, the tally and the inbox."""
+    """Run the daemon through one compressed day and return its bytes, tally and inbox."""
     speed = DAY_S / day_real_s
     sim = SimConfig(boards=4, slots_per_board=6, seed=11, physics_step_s=30.0)
     cabinet = TappedCabinet(sim, clock=MonotonicClock(speed))
@@ -206,7 +207,8 @@ async def gateway_day(work: Path, day_real_s: float) -> tuple[int, DayTally, Inb
             )
             async with cloud.connected():
                 gateway = contextlib.ExitStack()
-                # Counting starts before the daemon connects: the day includes its connect.
+                # Counting starts before the daemon connects, so the day includes one connect
+                # and one birth.
                 await asyncio.to_thread(
                     gateway.enter_context, gateway_process(config, work / "gateway.log")
                 )
