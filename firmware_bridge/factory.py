@@ -8,6 +8,7 @@ from firmware_bridge.bridge import Bridge
 from firmware_bridge.clock import Clock
 from firmware_bridge.config import BridgeConfig
 from firmware_bridge.drivers.gzxj import GzxjDriver
+from firmware_bridge.drivers.s1tt import S1ttDriver
 from firmware_bridge.events import EventSink
 from firmware_bridge.results import EjectResult, SelfTestReport
 from firmware_bridge.snapshot import CabinetSnapshot
@@ -66,4 +67,6 @@ def create_bridge(
     """
     if config.protocol == "gzxj":
         return GzxjDriver(config, sink, store, clock, opener=opener)
+    if config.protocol == "s1tt":
+        return S1ttDriver(config, sink, store, clock, opener=opener)
     return Bridge(config, sink, store, clock, opener=opener)
