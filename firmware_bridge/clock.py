@@ -43,6 +43,16 @@ async def wait_future(clock: Clock, future: asyncio.Future[T], seconds: float) -
     """
     if future.done():
         return future.result()
+    if type(clock) is SystemClock:
+        # The event loop's own timer: no task per wait, which the idle poll loop would
+        # otherwise create several times a second. The shield keeps the future untouched.
+        try:
+            async with asyncio.timeout(max(0.0, seconds)):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            if future.done():
+                return future.result()
+            return None
     sleeper: asyncio.Future[None] = asyncio.ensure_future(clock.sleep(seconds))
     waiting: set[asyncio.Future[object]] = {future, sleeper}  # type: ignore[arg-type]
     try:
@@ -53,3 +63,27 @@ async def wait_future(clock: Clock, future: asyncio.Future[T], seconds: float) -
     if future.done():
         return future.result()
     return None
+
+
+async def wait_event(clock: Clock, event: asyncio.Event, seconds: float | None) -> bool:
+    """Wait until `event` is set, at most `seconds` of `clock` time (None: no limit).
+
+    Return whether the event was set.
+    """
+    if event.is_set():
+        return True
+    if seconds is None:
+        await event.wait()
+        return True
+    if type(clock) is SystemClock:
+        try:
+            async with asyncio.timeout(max(0.0, seconds)):
+                await event.wait()
+        except TimeoutError:
+            return event.is_set()
+        return True
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        return await wait_future(clock, waiter, seconds) is not None
+    finally:
+        waiter.cancel()

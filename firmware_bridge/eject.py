@@ -212,7 +212,9 @@ class Ejector:
         )
         core.waiters[request.token] = run.waiter
         slot.phase = SlotState.EJECTING
-        await core.publish("eject started")
+        # "eject started" is published after the first UNLOCK exchange (see
+        # _unlock_and_follow): the sink may commit to storage, and that must not delay the
+        # UNLOCK. The phase set above already keeps other ejects off this slot.
         try:
             result = await self._unlock_and_follow(run)
         finally:
@@ -267,8 +269,10 @@ class Ejector:
     async def _unlock_and_follow(self, run: _Run) -> EjectResult:
         core = self._core
         request, slot = run.request, run.slot
-        for _ in range(MAX_UNLOCK_ROUNDS):
+        for round_index in range(MAX_UNLOCK_ROUNDS):
             sent, outcome = await self._send_unlock(run)
+            if round_index == 0:
+                await core.publish("eject started")
             if outcome is not None:
                 return outcome
             if sent == "opened":

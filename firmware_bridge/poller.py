@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
 from firmware_bridge.board_events import BoardEventHandler, enable_charging, read_bank
-from firmware_bridge.clock import wait_future
+from firmware_bridge.clock import wait_event
 from firmware_bridge.core import BridgeCore
 from firmware_bridge.errors import BoardRejectedError, BridgeError, PortError, SinkError
 from firmware_bridge.events import BankRemoved, BankReturned, FaultRaised
@@ -81,14 +80,7 @@ class Poller:
 
     async def _wait_wakeup(self, seconds: float | None) -> None:
         core = self._core
-        waiter = asyncio.ensure_future(core.poll_wakeup.wait())
-        try:
-            if seconds is None:
-                await waiter
-            else:
-                await wait_future(core.clock, waiter, seconds)
-        finally:
-            waiter.cancel()
+        await wait_event(core.clock, core.poll_wakeup, seconds)
         core.poll_wakeup.clear()
 
     def _next_job(self, now: float) -> tuple[float, Job]:
