@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 ALWAYS_COALESCED = frozenset({"birth", "heartbeat", "stock"})
 CHECKPOINT_EVERY_DELETES = 500
 DEAD_LETTERS_KEPT = 1000
+# Ids per DELETE statement in `remove_many`, well below SQLite's limit of bound parameters.
+REMOVE_BATCH_ROWS = 500
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,24 @@ class Outbox:
             self._lane_bytes[Lane(row[0])] -= row[1]
         self._after_delete()
 
+    def remove_many(self, entry_ids: list[int]) -> None:
+        """Delete rows after their PUBACKs in one transaction; unknown ids are ignored."""
+        if not entry_ids:
+            return
+        deleted = 0
+        with self._storage.transaction(durable=False) as conn:
+            for start in range(0, len(entry_ids), REMOVE_BATCH_ROWS):
+                batch = entry_ids[start : start + REMOVE_BATCH_ROWS]
+                marks = ", ".join("?" * len(batch))
+                rows = conn.execute(
+                    f"DELETE FROM outbox WHERE id IN ({marks}) RETURNING lane, size", batch
+                ).fetchall()
+                for lane, size in rows:
+                    self._lane_bytes[Lane(lane)] -= size
+                deleted += len(rows)
+        for _ in range(deleted):
+            self._after_delete()
+
     def move_to_dead_letters(self, entry_id: int, reason: str, reason_code: int | None) -> None:
         """Move a row the broker rejected or that cannot be published to the dead letters."""
         with self._storage.transaction(durable=True) as conn:
@@ -371,8 +391,10 @@ class Outbox:
                     return
 
     def _next_seq(self) -> int:
-        self._storage.conn.execute("UPDATE outbox_meta SET value = value + 1 WHERE key = 'max_seq'")
-        return int(self._counters()["max_seq"])
+        row = self._storage.conn.execute(
+            "UPDATE outbox_meta SET value = value + 1 WHERE key = 'max_seq' RETURNING value"
+        ).fetchone()
+        return int(row[0])
 
     def _insert_dead_letter(
         self, seq: int, topic: str, payload: bytes, reason: str, reason_code: int | None

@@ -76,6 +76,12 @@ class Publisher:
         self._suspects: dict[str, int] = {}
         self._interrupted: set[str] = set()
         self._solo: str | None = None
+        # Rows whose PUBACK arrived but that are not deleted yet. PUBACKs handled in one
+        # event-loop pass are deleted in one transaction, and never before their PUBACK.
+        self._acked: list[int] = []
+        self._flush_scheduled = False
+        # Properties per expiry for rows without correlation data: paho only reads them.
+        self._shared_properties: dict[int | None, Properties] = {}
         self.counters = PublisherCounters()
 
     def wake(self) -> None:
@@ -118,6 +124,8 @@ class Publisher:
         except* aiomqtt.MqttError:
             self._suspect_interrupted()
             raise
+        finally:
+            self._flush_acked()
 
     def _suspect_interrupted(self) -> None:
         """Mark rows that were in flight when the connection failed.
@@ -145,17 +153,21 @@ class Publisher:
     def _publishable(self, room: int, max_packet_size: int | None) -> list[OutboxEntry]:
         if room <= 0:
             return []
+        self._flush_acked()
         now = self._clock.monotonic()
         for entry_id, (_, until) in list(self._deferred.items()):
             if until <= now:
                 del self._deferred[entry_id]
         blocked_lanes = {lane for lane, _ in self._deferred.values()}
         exclude = frozenset(self._in_flight | self._deferred.keys())
+        # Read past `room` only when rows may be skipped: a blocked lane or a suspect.
+        limit = room + 64 if blocked_lanes or self._suspects else room
+        read = self._outbox.pending(limit, exclude=exclude)
         candidates = [
-            entry
-            for entry in self._outbox.pending(room + 64, exclude=exclude)
-            if not self._dead_lettered_early(entry, max_packet_size)
+            entry for entry in read if not self._dead_lettered_early(entry, max_packet_size)
         ]
+        if len(candidates) < len(read):
+            self._wakeup.set()  # rows were dead-lettered: read again for the room they left
         suspects = [entry for entry in candidates if suspect_key(entry) in self._suspects]
         if suspects:
             # A suspect goes alone, so a failure can be blamed on it and nothing else.
@@ -228,11 +240,29 @@ class Publisher:
             )
             return
         self.counters.published += 1
-        self._outbox.remove(entry.id)
+        self._acked.append(entry.id)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_acked)
+
+    def _flush_acked(self) -> None:
+        """Delete the rows whose PUBACK arrived; a lost delete only repeats a publish."""
+        self._flush_scheduled = False
+        acked, self._acked = self._acked, []
+        self._outbox.remove_many(acked)
 
     def _properties(self, entry: OutboxEntry) -> Properties | None:
         if not self._mqtt5:
             return None
+        if entry.correlation_data is None:
+            shared = self._shared_properties.get(entry.expiry_s)
+            if shared is None:
+                shared = self._build_properties(entry)
+                self._shared_properties[entry.expiry_s] = shared
+            return shared
+        return self._build_properties(entry)
+
+    def _build_properties(self, entry: OutboxEntry) -> Properties:
         properties = new_properties(PacketTypes.PUBLISH)
         properties.PayloadFormatIndicator = 1
         properties.ContentType = "application/json"

@@ -42,6 +42,9 @@ class Storage:
         self.conn.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
         self._depth = 0
         self._durable_open = False
+        # PRAGMA synchronous is per connection and outlives transactions, so it is set only
+        # when a transaction needs the other level. None: not set by this class yet.
+        self._durable_level: bool | None = None
         self._rollback_hooks: list[Callable[[], None]] = []
 
     def close(self) -> None:
@@ -70,7 +73,9 @@ class Storage:
                 self._depth -= 1
             return
 
-        self.conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+        if durable is not self._durable_level:
+            self.conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            self._durable_level = durable
         self.conn.execute("BEGIN IMMEDIATE")
         self._depth = 1
         self._durable_open = durable

@@ -300,3 +300,29 @@ def test_lane_summary_lists_every_lane(tmp_path: Path) -> None:
     assert summary[Lane.TRANSACTIONAL].bytes > 0
     assert summary[Lane.TELEMETRY].depth == 1  # the newer stock report replaced the older
     assert summary[Lane.TELEMETRY].oldest_created_at == ManualClock().wall()
+
+
+def test_remove_many_skips_unknown_ids(tmp_path: Path) -> None:
+    storage, outbox = open_outbox(tmp_path / "db.sqlite")
+    for slot in (1, 2, 3, 4):
+        outbox.enqueue(fault(slot), topic="t", offline=False)
+    entries = outbox.pending(4)
+    kept = entries[2]
+    outbox.remove_many([entries[0].id, entries[1].id, entries[3].id, 10_000])
+    left = outbox.pending(10)
+    left_bytes = outbox.lane_bytes(kept.lane)
+    storage.close()
+
+    assert [entry.seq for entry in left] == [kept.seq]
+    assert left_bytes == len(kept.payload)
+
+
+def test_transaction_sets_needed_synchronous(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "db.sqlite")
+    levels = []
+    for durable in (True, True, False, False, True):
+        with storage.transaction(durable=durable) as conn:
+            levels.append(conn.execute("PRAGMA synchronous").fetchone()[0])
+    storage.close()
+
+    assert levels == [2, 2, 1, 1, 2]  # 2 is FULL, 1 is NORMAL
