@@ -32,7 +32,7 @@ class BoardSpec(BaseModel):
     the same when a board is offline at startup.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     address: int = Field(ge=MIN_ADDRESS, le=MAX_ADDRESS)
     slot_count: int = Field(ge=1, le=MAX_SLOTS_PER_BOARD)
@@ -41,7 +41,7 @@ class BoardSpec(BaseModel):
 class BackoffConfig(BaseModel):
     """Capped exponential backoff with full jitter, in seconds."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     initial_s: float = Field(default=0.2, gt=0)
     max_s: float = Field(default=10.0, gt=0)
@@ -57,7 +57,7 @@ class BackoffConfig(BaseModel):
 class BridgeConfig(BaseModel):
     """Everything the bridge needs; defaults suit a 115200-baud bus with a few boards."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     port: str = Field(description="pyserial URL: /dev/ttyS1, a pty path or socket://HOST:PORT")
     protocol: Literal["native", "gzxj", "s1tt"] = Field(

@@ -19,6 +19,7 @@ from gateway.cli_diag import TranslatedCommand, TranslatedGroup
 from gateway.cloudtool import (
     AnyCommand,
     BrokerAddress,
+    BrokerUnreachableError,
     BrokerUrlError,
     ReceivedMessage,
     ScriptedCloud,
@@ -104,24 +105,28 @@ def send(  # noqa: PLR0917 (typer maps each parameter to an option)
         private_key = load_private_key(key)
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    result = asyncio.run(
-        _send_and_wait(
-            ScriptedCloud(
-                _broker(broker),
-                cabinet_id=cabinet,
-                key=private_key,
-                key_id=key_id,
-                topic_prefix=prefix,
-                mqtt_version=mqtt_version,
-                ca_file=ca_file,
-            ),
-            model,
-            lifetime,
-            timeout,
-        )
+    cloud = ScriptedCloud(
+        _broker(broker),
+        cabinet_id=cabinet,
+        key=private_key,
+        key_id=key_id,
+        topic_prefix=prefix,
+        mqtt_version=mqtt_version,
+        ca_file=ca_file,
     )
+    try:
+        result = asyncio.run(_send_and_wait(cloud, model, lifetime, timeout))
+    except BrokerUnreachableError as exc:
+        raise _fail(str(exc)) from None
     if result is None:
-        raise _fail(_("No result within {seconds} s.", seconds=timeout))
+        raise _fail(
+            _(
+                "No result within {seconds} s. Check that the gateway runs, that it trusts key "
+                "id {key_id}, and the cabinet id.",
+                seconds=timeout,
+                key_id=key_id,
+            )
+        )
     print(result)
 
 
@@ -130,7 +135,7 @@ async def _send_and_wait(
 ) -> str | None:
     results: asyncio.Queue[ReceivedMessage] = asyncio.Queue()
     cloud.on_message = results.put_nowait
-    async with cloud.connected():
+    async with cloud.connected(timeout_s=within_s):
         command_id = await cloud.send(command, lifetime_s=lifetime)
         try:
             async with asyncio.timeout(within_s):

@@ -33,7 +33,7 @@ ConfigOption = Annotated[
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    Console(stderr=True).print(f"[red]{message}[/]", highlight=False)
+    Console(stderr=True).print(f"[red]{message}[/]", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -55,7 +55,15 @@ def run(config: ConfigOption = DEFAULT_CONFIG_PATH, lang: LangOption = None) -> 
 
     activate(resolve_language(lang, config))
     settings = load_or_exit(config)
+    problems = check_resources(settings, strict=False)
+    if problems:
+        heading = _("Invalid configuration in {source}:", source=str(config))
+        raise _fail(heading + "\n  " + "\n  ".join(problems), EX_CONFIG)
     recent = setup_logging(settings.log.level)
+    if not settings.mqtt.commands.trusted_keys:
+        logging.getLogger(__name__).warning(
+            "mqtt.commands.trusted_keys is empty: every cloud command will be rejected"
+        )
     try:
         asyncio.run(Daemon(settings, recent_logs=recent).run())
     except InstanceLockedError as exc:

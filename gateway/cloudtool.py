@@ -55,6 +55,10 @@ class BrokerUrlError(ValueError):
     pass
 
 
+class BrokerUnreachableError(ConnectionError):
+    pass
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerAddress:
     host: str
@@ -135,6 +139,7 @@ class ScriptedCloud:
         self.on_message = on_message
         self._client: aiomqtt.Client | None = None
         self._identifier = f"scripted-cloud-{uuid.uuid4().hex[:8]}"
+        self.last_error: str | None = None
         self.subscribed = asyncio.Event()
 
     def _tls_context(self) -> ssl.SSLContext | None:
@@ -181,6 +186,7 @@ class ScriptedCloud:
                         if self.on_message is not None:
                             self.on_message(_received(message))
             except aiomqtt.MqttError as exc:
+                self.last_error = str(exc)
                 logger.info("scripted cloud lost the broker: %s; reconnecting", exc)
             finally:
                 self._client = None
@@ -192,8 +198,15 @@ class ScriptedCloud:
         """Run `run()` in the background for the duration of the block, once subscribed."""
         task = asyncio.create_task(self.run(), name="scripted-cloud")
         try:
-            async with asyncio.timeout(timeout_s):
-                await self.subscribed.wait()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self.subscribed.wait()
+            except TimeoutError:
+                broker = f"{self._broker.host}:{self._broker.port}"
+                raise BrokerUnreachableError(
+                    f"cannot connect to the broker at {broker} within {timeout_s:.0f} s: "
+                    f"{self.last_error or 'no answer'}"
+                ) from None
             yield self
         finally:
             task.cancel()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from cloud_link import (
     AcceptedCommand,
@@ -18,7 +19,7 @@ from cloud_link import (
     SlotEnableCommand,
 )
 from cloud_link.messages import CommandStatus
-from firmware_bridge import Bridge, BridgeError, EjectResult
+from firmware_bridge import BridgeError, EjectResult, SlotDriver
 from gateway.store import GatewayStore
 from gateway.translate import EjectContext, eject_report
 from protocol.cabinet import EjectOutcome
@@ -53,7 +54,7 @@ class CommandRunner:
 
     def __init__(
         self,
-        bridge: Bridge,
+        bridge: SlotDriver,
         store: GatewayStore,
         *,
         wall: Callable[[], float] = time.time,
@@ -68,6 +69,18 @@ class CommandRunner:
         self.running_ejects = 0
         self.idle = asyncio.Event()  # set while no eject runs
         self.idle.set()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Count one eject as running, so that a graceful stop waits for it."""
+        self.running_ejects += 1
+        self.idle.clear()
+        try:
+            yield
+        finally:
+            self.running_ejects -= 1
+            if not self.running_ejects:
+                self.idle.set()
 
     async def handle(self, accepted: AcceptedCommand) -> CommandOutcome:
         if not self.accepting:
@@ -122,16 +135,10 @@ class CommandRunner:
             command.slot or "best",
             token,
         )
-        self.running_ejects += 1
-        self.idle.clear()
-        try:
+        async with self.running():
             result = await self._bridge.eject(
                 command.slot, token, deadline=accepted.deadline_monotonic
             )
-        finally:
-            self.running_ejects -= 1
-            if not self.running_ejects:
-                self.idle.set()
         self.record_eject(order_id, result)
         return outcome_of_eject(result)
 

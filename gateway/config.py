@@ -7,12 +7,18 @@ They take precedence over the file.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from cloud_link import CloudConfig
 from firmware_bridge import BridgeConfig
@@ -156,10 +162,18 @@ def load_config(path: Path) -> GatewayConfig:
 
 
 def config_from_dict(data: dict[str, Any], *, source: str = "<config>") -> GatewayConfig:
+    overrides = sorted(name for name in os.environ if name.upper().startswith(ENV_PREFIX))
+    if overrides:
+        source = f"{source} or the environment ({', '.join(overrides)})"
     try:
         return GatewayConfig(**data)
     except ValidationError as exc:
         raise ConfigError(source, describe_errors(exc)) from None
+    except SettingsError as exc:
+        # pydantic-settings reads a nested section from one variable as JSON.
+        raise ConfigError(
+            source, [f"{exc}; a whole section set by one variable must be JSON"]
+        ) from None
 
 
 def describe_errors(exc: ValidationError) -> list[str]:
@@ -167,7 +181,7 @@ def describe_errors(exc: ValidationError) -> list[str]:
     lines = []
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        message = error["msg"]
+        message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key; check the spelling against the example config"
         elif error["type"] == "missing":
@@ -178,8 +192,12 @@ def describe_errors(exc: ValidationError) -> list[str]:
     return lines
 
 
-def check_resources(config: GatewayConfig) -> list[str]:
-    """Return problems the schema cannot see, translated: missing TLS files, unusable keys."""
+def check_resources(config: GatewayConfig, *, strict: bool = True) -> list[str]:
+    """Return problems the schema cannot see, translated: missing TLS files, unusable keys.
+
+    `strict` also reports an empty key list, which leaves the daemon working but unable to
+    accept any command.
+    """
     from cloud_link import SigningError
     from cloud_link.signing import load_trusted_keys
 
@@ -208,7 +226,8 @@ def check_resources(config: GatewayConfig) -> list[str]:
                 error=str(exc),
             )
         )
-    if not config.mqtt.commands.trusted_keys:
+    # Without keys the cabinet still reports returns, so only `config check` treats it as an error.
+    if strict and not config.mqtt.commands.trusted_keys:
         problems.append(
             _(
                 "mqtt.commands.trusted_keys: empty, so every command will be rejected; "

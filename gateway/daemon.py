@@ -300,7 +300,7 @@ class Daemon:
             self.store.add_health_point(
                 event.bank_id, HealthPoint(event.at, event.health_pct, event.cycles)
             )
-        elif isinstance(event, FaultRaised):
+        elif isinstance(event, FaultRaised) and event.kind is not FaultKind.BOARD_RESET:
             self.errors.add(f"slot {event.slot}" if event.slot else "cabinet", event.detail)
         elif isinstance(event, BoardLinkChanged):
             self.errors.add(f"board {event.board}", f"{event.state}: {event.reason}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 import tempfile
@@ -81,7 +82,9 @@ def _describe(seq: int, data: Any) -> str | None:
     kind = data.kind
     if kind == "eject_outcome":
         report = data.report
-        return f"#{seq} eject {report.outcome} slot {report.slot} bank {report.bank_id}"
+        reason = report.fail_reason or report.reject_reason
+        where = f"slot {report.slot} bank {report.bank_id}" if report.slot else "no slot"
+        return f"#{seq} eject {report.outcome} {where}" + (f" ({reason})" if reason else "")
     if kind == "bank_returned":
         bank = data.bank_id if data.recognised else "unidentified bank"
         return f"#{seq} return slot {data.slot}: {bank}"
@@ -178,8 +181,10 @@ async def run_demo(options: DemoOptions, console: Console) -> DemoStats:
             await asyncio.wait_for(daemon.ready.wait(), READY_TIMEOUT_S)
             console.print(
                 f"[bold]demo[/]: simulator on {pty_path}, broker {broker.host}:{broker.port}, "
-                f"cabinet {CABINET_ID}; control socket {config.control.socket}"
+                f"cabinet {CABINET_ID}",
+                soft_wrap=True,
             )
+            console.print(f"control socket: {config.control.socket}", soft_wrap=True)
 
             cloud = ScriptedCloud(
                 broker, cabinet_id=CABINET_ID, key=key, key_id=KEY_ID, on_message=stats.on_message
@@ -230,6 +235,6 @@ def render(daemon: Daemon, stats: DemoStats) -> Group:
     summary = Text(
         f"stock: {stock.rentable} rentable, {stock.charging} charging, {stock.empty} empty, "
         f"{stock.faulted} faulted | rents sent {stats.commands_sent}, results "
-        f"{dict(stats.results)} | returns {stats.events['bank_returned']}"
+        f"{json.dumps(dict(stats.results))} | returns {stats.events['bank_returned']}"
     )
     return Group(table, summary, Text("\n".join(stats.log)))

@@ -12,8 +12,8 @@ from typing import Any
 from cloud_link import CloudLink, SecurityEvent, SecurityEventKind
 from firmware_bridge import (
     BoardOfflineError,
-    Bridge,
     BridgeError,
+    SlotDriver,
     SlotSnapshot,
     UnknownSlotError,
 )
@@ -77,7 +77,7 @@ class DaemonService:
         self,
         *,
         cabinet_id: str,
-        bridge: Bridge,
+        bridge: SlotDriver,
         cloud: CloudLink,
         store: GatewayStore,
         runner: CommandRunner,
@@ -311,7 +311,9 @@ class DaemonService:
         )
         logger.warning("%s (audit seq %d)", detail, audit_seq)
         token = secrets.randbits(32) or 1
-        async with self._exclusive(slot):
+        if not self._runner.accepting:
+            raise ApiError(ApiErrorCode.UNAVAILABLE, "the gateway is stopping; try again later")
+        async with self._exclusive(slot), self._runner.running():
             result = await self._call(self._bridge.eject(slot, token, maintenance=True))
         return MaintenanceEjectReply(
             slot=slot,

@@ -123,3 +123,27 @@ def test_config_example_command_prints_file() -> None:
     result = CliRunner().invoke(app, ["config", "example"])
     assert result.exit_code == 0
     assert result.output == EXAMPLE_CONFIG_PATH.read_text(encoding="utf-8")
+
+
+def test_unknown_key_in_board_table(tmp_path: Path) -> None:
+    text = usable_example(tmp_path).read_text(encoding="utf-8")
+    text = text.replace("address = 2\nslot_count = 6", "address = 2\nslot_count = 6\ncolour = 3")
+    problems = problems_of(write(tmp_path, text))
+    assert any(p.startswith("serial.boards.1.colour:") and "unknown key" in p for p in problems)
+
+
+def test_section_from_environment_must_be_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CABINET_GATEWAY_SERIAL__BOARDS", "foo")
+    with pytest.raises(ConfigError) as caught:
+        load_config(usable_example(tmp_path))
+    assert "CABINET_GATEWAY_SERIAL__BOARDS" in caught.value.source
+    assert "JSON" in caught.value.problems[0]
+
+
+def test_environment_named_in_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CABINET_GATEWAY_MQTT__PORT", "abc")
+    with pytest.raises(ConfigError) as caught:
+        load_config(usable_example(tmp_path))
+    assert "CABINET_GATEWAY_MQTT__PORT" in str(caught.value)

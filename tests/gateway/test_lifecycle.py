@@ -70,3 +70,25 @@ async def test_sigterm_lets_running_eject_finish(
         result = await rig.inbox.wait_for("command_result", lambda r: r.command_id == command_id)
         assert result.eject.outcome == "not_taken"
         await rig.inbox.wait_status('"reason":"shutdown"')
+
+
+async def test_sigterm_waits_for_maintenance_eject(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    async with running_rig(mosquitto, tmp_path) as rig:
+        daemon = rig.daemon
+        assert daemon is not None
+        assert rig.daemon_task is not None
+        slot = next(s.slot for s in daemon.bridge.snapshot().slots if s.bank_id)
+        eject = asyncio.create_task(daemon.service.maintenance_eject(slot, "test", "tech-1"))
+        async with asyncio.timeout(WAIT_S):
+            await daemon.feed.wait_for(lambda: daemon.runner.running_ejects > 0)
+
+        os.kill(os.getpid(), signal.SIGTERM)
+        reply = await asyncio.wait_for(eject, WAIT_S)
+        await asyncio.wait_for(rig.daemon_task, WAIT_S)
+        rig.daemon = rig.daemon_task = None
+
+        assert reply.outcome == "not_taken"
+        audit = await rig.inbox.wait_for("security", lambda e: e.event == "maintenance_eject")
+        assert audit.slot == slot
