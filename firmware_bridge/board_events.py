@@ -151,7 +151,8 @@ class BoardEventHandler:
         detail: str,
         key: BoardEventKey | None,
     ) -> None:
-        logger.warning("board %d slot %d: %s (%s)", link.address, slot, kind, detail)
+        level = logging.INFO if kind is FaultKind.BOARD_RESET else logging.WARNING
+        logger.log(level, "board %d slot %d: %s (%s)", link.address, slot, kind, detail)
         await self._core.emit(
             FaultRaised(
                 kind=kind,
