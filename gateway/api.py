@@ -91,7 +91,8 @@ class SerialLinkStatus(_Reply):
 
 class BoardStatus(_Reply):
     address: int = Field(ge=0, le=255)
-    board_id: int | None = None  # serial number, None until the board replied to IDENTIFY
+    # Board serial as 16 hex digits: JSON numbers above 2**53 lose precision in JavaScript.
+    board_id: str | None = None
     firmware: str | None = None
     first_slot: SlotNumber
     slot_count: int = Field(ge=1, le=64)

@@ -110,7 +110,7 @@ class DaemonService:
         boards = [
             BoardStatus(
                 address=board.address,
-                board_id=board.identity.board_id if board.identity else None,
+                board_id=f"{board.identity.board_id:016X}" if board.identity else None,
                 firmware=board.identity.firmware if board.identity else None,
                 first_slot=board.first_slot,
                 slot_count=board.slot_count,

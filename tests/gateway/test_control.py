@@ -148,7 +148,7 @@ class FakeDaemon(DaemonApi):
             boards=[
                 BoardStatus(
                     address=1,
-                    board_id=0x1001,
+                    board_id="0000000000001001",
                     firmware="1.4.2",
                     first_slot=1,
                     slot_count=2,
