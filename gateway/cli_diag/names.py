@@ -101,6 +101,29 @@ API_ERRORS: dict[str, str] = {
 }
 
 
+EVENT_KINDS: dict[str, str] = {
+    "slot_state": N_("slot state"),
+    "bank_returned": N_("bank returned"),
+    "bank_removed": N_("bank removed without eject"),
+    "eject_outcome": N_("eject outcome"),
+    "fault": N_("fault"),
+    "board_link": N_("board link"),
+    "battery_health": N_("battery health"),
+    "stock": N_("stock"),
+    "selftest": N_("self-test"),
+}
+
+ORDER_STEPS: dict[str, str] = {
+    "received": N_("command received"),
+    "resumed_after_restart": N_("resumed after a gateway restart"),
+    "returned": N_("bank returned"),
+    "taken": N_("taken"),
+    "not_taken": N_("not taken (slot locked again)"),
+    "failed": N_("failed"),
+    "rejected": N_("rejected"),
+}
+
+
 def translate_name(table: dict[str, str], value: str | None) -> str:
     """Return the translated name of `value`, or the value itself when the table lacks it."""
     if value is None:
@@ -111,6 +134,14 @@ def translate_name(table: dict[str, str], value: str | None) -> str:
 
 def slot_state(value: str) -> str:
     return translate_name(SLOT_STATES, value)
+
+
+def event_kind(value: str) -> str:
+    return translate_name(EVENT_KINDS, value)
+
+
+def order_step(value: str) -> str:
+    return translate_name(ORDER_STEPS, value)
 
 
 def link_state(value: str) -> str:

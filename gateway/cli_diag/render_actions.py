@@ -24,14 +24,19 @@ def events(records: list[EventRecord]) -> Table:
     for header in (_("Time"), _("Kind"), _("Slot"), _("Summary")):
         table.add_column(header)
     for record in records:
-        table.add_row(fmt.timestamp(record.at), record.kind, fmt.text(record.slot), record.summary)
+        table.add_row(
+            fmt.timestamp(record.at),
+            names.event_kind(record.kind),
+            fmt.text(record.slot),
+            record.summary,
+        )
     return table
 
 
 def event_line(record: EventRecord) -> Text:
     slot = _("slot {slot}", slot=record.slot) if record.slot is not None else ""
     line = Text(f"{fmt.timestamp(record.at)}  ")
-    line.append(record.kind, style="bold")
+    line.append(names.event_kind(record.kind), style="bold")
     if slot:
         line.append(f"  {slot}")
     line.append(f"  {record.summary}")
@@ -115,5 +120,5 @@ def order(reply: OrderEvidence) -> RenderableType:
     for header in (_("Time"), _("Step"), _("Detail")):
         steps.add_column(header)
     for step in reply.steps:
-        steps.add_row(fmt.timestamp(step.at), step.step, fmt.text(step.detail))
+        steps.add_row(fmt.timestamp(step.at), names.order_step(step.step), fmt.text(step.detail))
     return Group(summary, readings, steps)

@@ -118,7 +118,7 @@ COMMANDS: list[tuple[list[str], str, str, list[str]]] = [
     (["bank", "1"], "SoH history", "SoH 历史", ["A1B2C3D4", "850 mA", "9600 mAh", "93 %"]),
     (["bus"], "CRC errors", "CRC 错误", ["52001", "6 ms / 38 ms", "130"]),
     (["outbox"], "Dead letters", "死信", ["payload too large (149)", "20.0 KiB"]),
-    (["events", "--limit", "2"], "Summary", "摘要", ["bank returned #3", "bank_returned"]),
+    (["events", "--limit", "2"], "bank returned", "充电宝归还", ["bank returned #3"]),
     (["selftest", "2"], "passed", "通过", ["2"]),
     # Brackets in daemon data must print as they are, not as Rich markup.
     (["slot", "disable", "4", "--reason", "bent [/] pin"], "disabled", "已停用", ["bent [/] pin"]),
