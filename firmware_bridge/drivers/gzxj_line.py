@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from firmware_bridge.clock import Clock, wait_future
-from firmware_bridge.errors import BridgeError, NotConnectedError
+from firmware_bridge.errors import BridgeError, NotConnectedError, PortLostError
 from firmware_bridge.transport import ByteLink
 from protocol.gzxj import (
     Command,
@@ -83,7 +83,11 @@ class GzxjLine:
         data = text.encode("ascii") + b"\r\n"
         self.frames_sent += 1
         self.bytes_sent += len(data)
-        await link.write(data)
+        try:
+            await link.write(data)
+        except PortLostError as exc:
+            # The reader sees the loss too and reopens the port; callers treat it as closed.
+            raise NotConnectedError(str(exc)) from exc
 
     async def request(
         self,

@@ -31,7 +31,7 @@ from protocol.gzxj import (
 logger = logging.getLogger(__name__)
 
 WATCHDOG_POLL_S = 60.0
-"""Longest pause between two CQ; the station resets itself after 600 s without a frame."""
+"""Maximum pause between two CQ, because the station resets itself after 600 s without a frame."""
 
 
 class GzxjReports(DriverBase):
@@ -103,19 +103,27 @@ class GzxjReports(DriverBase):
             lambda command, message: isinstance(message, SlotReport),
             QUERY_TIMEOUT_S,
         )
-        assert isinstance(reply, SlotReport)  # guaranteed by the matcher
+        if not isinstance(reply, SlotReport):  # the matcher accepts only AC reports
+            raise StationTimeoutError(f"unexpected {type(reply).__name__} in reply to CQ")
         await self._record_success()
         await self._apply_report(reply)
         return reply
 
     async def _send_rules(self) -> None:
-        """Give the station our minimum charge, so that it rents what the model calls rentable."""
+        """Give the station our minimum charge, so that it rents what the model calls rentable.
+
+        A station that does not reply to CM is not counted as failing: CQ decides the link
+        state, and CM is sent again only after a reconnect or a station reset.
+        """
         min_charge = self._config.rentable_min_charge
         body = RulesRequest(self.line.next_message_id(), min_charge, True, True)
-        await self.line.request(
-            Command.CM, body, lambda command, _: command is Command.CM, QUERY_TIMEOUT_S
-        )
         self._rules_sent = True
+        try:
+            await self.line.request(
+                Command.CM, body, lambda command, _: command is Command.CM, QUERY_TIMEOUT_S
+            )
+        except StationTimeoutError:
+            logger.warning("gzxj station did not reply to CM; its own renting rules stay")
 
     async def _record_success(self) -> None:
         core = self._core
@@ -145,7 +153,7 @@ class GzxjReports(DriverBase):
                 logger.info("gzxj %s %s arrived without a request, ignored", command, message)
 
     async def _check_station_reset(self, message_id: int) -> None:
-        """A station restarts its message ids at 1 when it resets."""
+        """Report a station reset, seen as its message ids starting again at 1."""
         previous, self._last_station_id = self._last_station_id, message_id
         if message_id >= previous or previous == 0:
             return

@@ -116,6 +116,8 @@ class S1ttDriver(DriverBase):
                     await self._read_board(link)
                 except NotConnectedError:
                     break
+                except BoardError as exc:
+                    logger.warning("board %d: SLOTS failed: %s", link.address, exc)
             if all(link.contacted for link in core.links):
                 core.ready.set()
             await core.publish("slots polled")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from firmware_bridge.clock import Clock, wait_future
 from firmware_bridge.drivers.gzxj_line import StationTimeoutError
-from firmware_bridge.errors import NotConnectedError
+from firmware_bridge.errors import NotConnectedError, PortLostError
 from firmware_bridge.transport import ByteLink
 from protocol.s1tt import (
     BoardError,
@@ -126,7 +126,11 @@ class S1ttLine:
                 logger.debug("s1tt -> %s", data.hex(" "))
                 self.frames_sent += 1
                 self.bytes_sent += len(data)
-                await link.write(data)
+                try:
+                    await link.write(data)
+                except PortLostError as exc:
+                    # The reader sees the loss too and reopens the port.
+                    raise NotConnectedError(str(exc)) from exc
                 reply = await wait_future(self._clock, future, REPLY_TIMEOUT_S)
             finally:
                 self._pending = None

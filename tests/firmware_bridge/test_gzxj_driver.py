@@ -357,3 +357,15 @@ async def test_pty_rent_and_return(tmp_path: Path) -> None:
             returned = await sink.wait_for(BankReturned)
             assert returned.slot == empty
             assert returned.identified
+
+
+async def test_port_lost_and_reopened() -> None:
+    async with gzxj_rig() as rig:
+        rig.cabinet.port_down()
+        lost = await rig.sink.wait_for(FaultRaised, lambda e: e.kind is FaultKind.SERIAL_PORT_LOST)
+        await rig.sink.wait_until(lambda: rig.driver.snapshot().boards[0].link is LinkState.OFFLINE)
+        rig.cabinet.port_up()
+        await rig.sink.wait_until(lambda: rig.driver.snapshot().boards[0].link is LinkState.ONLINE)
+
+        assert lost.board is None
+        assert rig.driver.snapshot().port_open
