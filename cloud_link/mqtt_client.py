@@ -50,9 +50,12 @@ class LinkClient(aiomqtt.Client):
         super().__init__(*args, **kwargs)
         self._tls_context = kwargs.get("tls_context")
         # A TLS alert the broker sent, for example when it rejects the client certificate.
-        # Under TLS 1.3 it arrives after the handshake, so paho only logs it.
+        # Under TLS 1.3 it arrives after the handshake, so paho only logs it. The log hook
+        # is installed only with TLS, because paho formats every log line for such a hook,
+        # two per QoS 1 message.
         self.tls_alert: str | None = None
-        self._client.on_log = self._record_tls_alert
+        if self._tls_context is not None:
+            self._client.on_log = self._record_tls_alert
         self._acks: dict[int, asyncio.Future[int]] = {}
         self.certificate_error: ssl.SSLError | None = None
         # Limits the broker announced in its MQTT 5 CONNACK.

@@ -135,7 +135,10 @@ class CabinetModel:
 
     def rentable(self, slot: SlotModel, now: float) -> bool:
         """Bank present, identified and seated, charged enough, cool, healthy, slot usable."""
-        state = self.state(slot)
+        return self._rentable_in(slot, self.state(slot), now)
+
+    def _rentable_in(self, slot: SlotModel, state: SlotState, now: float) -> bool:
+        """Return `rentable` for a slot whose derived `state` the caller already has."""
         if state not in (SlotState.READY, SlotState.CHARGING) or slot.status is None:
             return False
         flags = slot.status.flags
@@ -175,7 +178,7 @@ class CabinetModel:
         rentable = charging = empty = faulted = 0
         for slot in self.slots:
             state = self.state(slot)
-            if self.rentable(slot, now):
+            if self._rentable_in(slot, state, now):
                 rentable += 1
             elif state is SlotState.EMPTY:
                 empty += 1
