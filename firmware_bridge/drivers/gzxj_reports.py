@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
 from firmware_bridge.clock import Clock
 from firmware_bridge.config import BridgeConfig
@@ -14,6 +15,7 @@ from firmware_bridge.errors import NotConnectedError
 from firmware_bridge.events import BankRemoved, BankReturned, EventSink, FaultRaised
 from firmware_bridge.model import SlotModel
 from firmware_bridge.results import BankInfo
+from firmware_bridge.stats import BusStats
 from firmware_bridge.store import BridgeStore
 from firmware_bridge.transport import ByteLink, PortOpener
 from protocol.cabinet import FaultKind
@@ -65,6 +67,20 @@ class GzxjReports(DriverBase):
             tasks.create_task(self._serve_port(self._serve_link), name="gzxj-port")
             tasks.create_task(self._poll(), name="gzxj-poller")
             tasks.create_task(self._handle_unsolicited(), name="gzxj-reports")
+
+    def stats(self) -> BusStats:
+        """Return the line's counters; per-board request counts are not kept for GZXJ."""
+        frames = self.line.deframer.stats
+        return replace(
+            super().stats(),
+            frames_sent=self.line.frames_sent,
+            frames_received=frames.frames,
+            bytes_sent=self.line.bytes_sent,
+            bytes_received=frames.bytes_in,
+            bytes_dropped=frames.bytes_dropped,
+            crc_errors=frames.crc_errors,
+            port_open=self._core.port_open,
+        )
 
     async def _serve_link(self, link: ByteLink) -> None:
         self.line.attach(link)

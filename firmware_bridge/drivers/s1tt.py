@@ -23,6 +23,7 @@ from firmware_bridge.events import BankRemoved, BankReturned, EventSink, FaultRa
 from firmware_bridge.links import BoardLink
 from firmware_bridge.model import SlotModel
 from firmware_bridge.results import EjectResult, SelfTestReport
+from firmware_bridge.stats import BusStats
 from firmware_bridge.store import BridgeStore
 from firmware_bridge.transport import ByteLink, PortOpener
 from protocol.cabinet import (
@@ -90,6 +91,20 @@ class S1ttDriver(DriverBase):
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._serve_port(self._serve_link), name="s1tt-port")
             tasks.create_task(self._poll(), name="s1tt-poller")
+
+    def stats(self) -> BusStats:
+        """Return the line's counters; per-board request counts are not kept for S1TT."""
+        frames = self.line.deframer.stats
+        return replace(
+            super().stats(),
+            frames_sent=self.line.frames_sent,
+            frames_received=frames.frames,
+            bytes_sent=self.line.bytes_sent,
+            bytes_received=frames.bytes_in,
+            bytes_dropped=frames.bytes_dropped,
+            unmatched_replies=self.line.unmatched,
+            port_open=self._core.port_open,
+        )
 
     async def _serve_link(self, link: ByteLink) -> None:
         self.line.attach(link)

@@ -183,6 +183,10 @@ async def test_rent_taken() -> None:
         await wait_state(rig, 3, SlotState.EMPTY)
         assert rig.sink.of(BankRemoved) == []
         assert [e.result for e in rig.sink.of(EjectFinished)] == [result]
+        stats = rig.driver.stats()
+        assert stats.frames_sent > 0
+        assert stats.frames_received > 0
+        assert stats.crc_errors == 0
 
 
 async def test_rent_not_taken() -> None:

@@ -145,6 +145,9 @@ async def test_rent_taken() -> None:
         assert rig.sink.of(BankRemoved) == []
         assert [e.result for e in rig.sink.of(EjectFinished)] == [result]
         assert rig.link.written.count(Command.UNLOCK) == 1
+        stats = rig.driver.stats()
+        assert stats.frames_sent > 0
+        assert stats.frames_received > 0
 
 
 async def test_rent_not_taken() -> None:
