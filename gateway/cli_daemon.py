@@ -151,9 +151,24 @@ def demo(  # noqa: PLR0917 (typer maps each parameter to an option)
     )
 
 
+def sim(ctx: typer.Context) -> None:
+    """Run the cabinet simulator with the options of `python -m cabinet_sim`.
+
+    The simulator is imported only here, so that `run` does not load it into the daemon.
+    """
+    from cabinet_sim.cli import sim as run_simulator
+
+    simulator_app = typer.Typer(add_completion=False)
+    simulator_app.command()(run_simulator)
+    simulator_app(args=ctx.args, prog_name=ctx.command_path)
+
+
+SIM_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+"""Pass every argument of `sim`, `--help` included, to the simulator's own command line."""
+
+
 def register(app: typer.Typer) -> None:
     """Add `run`, `config`, `demo`, `sim` and `cloud` to the top-level app."""
-    from cabinet_sim.cli import sim
     from gateway.cli_cloud import cloud_app
     from gateway.cli_diag import TranslatedCommand, TranslatedGroup
     from gateway.cli_frame import frame_app
@@ -175,6 +190,12 @@ def register(app: typer.Typer) -> None:
     command("demo", N_("Run a simulated cabinet, a broker, the gateway and a scripted cloud."))(
         demo
     )
-    command("sim", N_("Run the cabinet simulator on a pseudo-terminal or TCP port."))(sim)
+    app.command(
+        "sim",
+        cls=TranslatedCommand,
+        help=N_("Run the cabinet simulator on a pseudo-terminal or TCP port."),
+        context_settings=SIM_CONTEXT,
+        add_help_option=False,
+    )(sim)
     app.add_typer(cloud_app, name="cloud", help=N_("Sign and send commands; watch a cabinet."))
     app.add_typer(frame_app, name="frame", help=N_("Decode or encode captured slot-bus frames."))
