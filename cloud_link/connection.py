@@ -72,6 +72,8 @@ class Connection:
         self.connects = 0
         self.connect_failures = 0
         self.disconnects = 0
+        self.connected_since: float | None = None  # monotonic time of the current CONNACK
+        self.connected_since_wall: float | None = None
 
     @property
     def connected(self) -> bool:
@@ -93,6 +95,8 @@ class Connection:
         try:
             async with client:
                 connected_at = self._clock.monotonic()
+                self.connected_since = connected_at
+                self.connected_since_wall = self._clock.wall()
                 await self._serve(client)
         except aiomqtt.MqttError as exc:
             self._check_fatal(client, exc)
@@ -101,6 +105,7 @@ class Connection:
             )
         finally:
             self._connected.clear()
+            self.connected_since = self.connected_since_wall = None
             client.forget_disconnect_error()
         if connected_at is None:
             self.connect_failures += 1

@@ -20,6 +20,7 @@ from cloud_link.messages import (
     CommandResult,
     CommandStatus,
     SecurityEvent,
+    SecurityEventKind,
 )
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,22 @@ ResultSink = Callable[[CommandResult, ReplyTo | None], None]
 # NOTE: a payload arriving while this many wait is dropped without a result and counted in
 # `queue_overflows`; the MQTT layer has already acknowledged it, so the cloud must retry.
 QUEUE_LIMIT = 64
+
+# Every rejected command is reported as a security event: a stale or malformed command is
+# either an attack or a broken backend, and operators must see both.
+SECURITY_OF_REASON: dict[CommandRejectReason, SecurityEventKind] = {
+    CommandRejectReason.EXPIRED: SecurityEventKind.INVALID_DEADLINE,
+    CommandRejectReason.DEADLINE_TOO_FAR: SecurityEventKind.INVALID_DEADLINE,
+    CommandRejectReason.ISSUED_IN_FUTURE: SecurityEventKind.INVALID_DEADLINE,
+    CommandRejectReason.NO_TRUSTED_DEADLINE: SecurityEventKind.INVALID_DEADLINE,
+    CommandRejectReason.TOO_LARGE: SecurityEventKind.MALFORMED_COMMAND,
+    CommandRejectReason.INVALID_UTF8: SecurityEventKind.MALFORMED_COMMAND,
+    CommandRejectReason.INVALID_JSON: SecurityEventKind.MALFORMED_COMMAND,
+    CommandRejectReason.TOO_DEEP: SecurityEventKind.MALFORMED_COMMAND,
+    CommandRejectReason.INVALID_ENVELOPE: SecurityEventKind.MALFORMED_COMMAND,
+    CommandRejectReason.INVALID_SCHEMA: SecurityEventKind.MALFORMED_COMMAND,
+    CommandRejectReason.UNKNOWN_COMMAND: SecurityEventKind.MALFORMED_COMMAND,
+}
 
 
 @dataclass
@@ -203,11 +220,12 @@ class CommandDispatcher:
         self._report_security(rejection)
 
     def _report_security(self, rejection: CommandRejection) -> None:
-        if rejection.security is None:
+        kind = rejection.security or SECURITY_OF_REASON.get(rejection.reason)
+        if kind is None:
             return
         self._publish_security(
             SecurityEvent(
-                event=rejection.security,
+                event=kind,
                 command_id=rejection.command_id,
                 key_id=(rejection.key_id or "")[:64] or None,
                 detail=rejection.detail[:200],

@@ -151,6 +151,8 @@ class SecurityEventKind(StrEnum):
     WRONG_CABINET = "wrong_cabinet"
     TAMPER = "tamper"
     MAINTENANCE_EJECT = "maintenance_eject"  # a technician ejected a bank on site
+    INVALID_DEADLINE = "invalid_deadline"  # expired, too far ahead, or issued in the future
+    MALFORMED_COMMAND = "malformed_command"  # oversized, not UTF-8 or JSON, too deep, bad schema
 
 
 class SecurityEvent(_Frozen):

@@ -250,9 +250,18 @@ class CloudLink:
     def link_state(self) -> LinkState:
         if not self.connected:
             return LinkState.OFFLINE
-        if self._connection.flaps.consecutive > 0:
+        connection = self._connection
+        since = connection.connected_since
+        settled = since is not None and self._clock.monotonic() - since >= self.config.flap_window_s
+        # Recent flaps make the link DEGRADED only until this connection outlasts the window.
+        if connection.flaps.consecutive > 0 and not settled:
             return LinkState.DEGRADED
         return LinkState.ONLINE
+
+    @property
+    def connected_since(self) -> float | None:
+        """Wall-clock time of the current connection's CONNACK, or None while disconnected."""
+        return self._connection.connected_since_wall
 
     def stats(self) -> LinkStats:
         return LinkStats(

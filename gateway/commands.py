@@ -59,11 +59,13 @@ class CommandRunner:
         *,
         wall: Callable[[], float] = time.time,
         wall_synchronised: Callable[[], bool] = lambda: False,
+        ready: asyncio.Event | None = None,
     ) -> None:
         self._bridge = bridge
         self._store = store
         self._wall = wall
         self._wall_synchronised = wall_synchronised
+        self._ready = ready
         self.contexts: dict[int, EjectContext] = {}
         self.accepting = True
         self.running_ejects = 0
@@ -85,6 +87,7 @@ class CommandRunner:
     async def handle(self, accepted: AcceptedCommand) -> CommandOutcome:
         if not self.accepting:
             return CommandOutcome(CommandStatus.REJECTED, detail="the gateway is shutting down")
+        await self._wait_ready(accepted.deadline_monotonic)
         command = accepted.command
         if isinstance(command, EjectCommand):
             return await self._eject(accepted, command)
@@ -93,6 +96,17 @@ class CommandRunner:
         except BridgeError as exc:
             logger.warning("command %s (%s) failed: %s", accepted.command_id, command.type, exc)
             return CommandOutcome(CommandStatus.FAILED, detail=str(exc)[:300])
+
+    async def _wait_ready(self, deadline: float) -> None:
+        """Hold a command that arrived during start-up until the boards were read.
+
+        A command queued by the broker while the gateway was down arrives right after the
+        connect, before the boards answered; it waits at most until its deadline.
+        """
+        if self._ready is None or self._ready.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), max(0.0, deadline - time.monotonic()))
 
     async def _maintenance(
         self, command: SlotDisableCommand | SlotEnableCommand | LockCommand | SelftestCommand

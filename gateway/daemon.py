@@ -98,8 +98,12 @@ class Daemon:
         self.errors = ErrorLog()
         self._cloud_clock = CloudClock.from_settings(config.mqtt.commands)
         self.bridge: SlotDriver = create_bridge(config.serial, sink=self, store=self.store)
+        self.ready = asyncio.Event()
         self.runner = CommandRunner(
-            self.bridge, self.store, wall_synchronised=self._cloud_clock.wall_synchronised
+            self.bridge,
+            self.store,
+            wall_synchronised=self._cloud_clock.wall_synchronised,
+            ready=self.ready,
         )
         self.cloud = CloudLink(
             config.mqtt,
@@ -120,7 +124,6 @@ class Daemon:
             log_lines=lambda: list(recent_logs.lines) if recent_logs else [],
         )
         self.notifier = Notifier()
-        self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._low_stock = False
         self._low_free = False

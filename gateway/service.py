@@ -126,6 +126,7 @@ class DaemonService:
             mqtt=MqttLinkStatus(
                 state=cloud.link_state,
                 broker=f"{scheme}://{config.host}:{config.port}",
+                connected_since=cloud.connected_since,
                 last_error=self._last_error("mqtt"),
             ),
             serial=SerialLinkStatus(

@@ -123,10 +123,30 @@ async def test_stale_command_rejected_as_expired(
         await link.wait_connected()
         await backend.publish(COMMAND_TOPIC, payload)
         result = result_of(await backend.next_on("/cmd/result"))
+        security = parse_message(payload_bytes(await backend.next_on("/event/security"))).data
 
     assert result.status is CommandStatus.REJECTED
     assert result.reject_reason is CommandRejectReason.EXPIRED
     assert result.command_id == "cmd-1"
+    assert handler.calls == []
+    assert isinstance(security, SecurityEvent)
+    assert security.event is SecurityEventKind.INVALID_DEADLINE
+    assert security.command_id == "cmd-1"
+
+
+async def test_malformed_command_reported_as_security_event(
+    mosquitto: MosquittoBroker, make_link: LinkFactory, handler: RecordingHandler
+) -> None:
+    link = make_link()
+    async with observe(mosquitto) as backend, running(link):
+        await link.wait_connected()
+        await backend.publish(COMMAND_TOPIC, b"\xff\xfe not utf-8")
+        result = result_of(await backend.next_on("/cmd/result"))
+        security = parse_message(payload_bytes(await backend.next_on("/event/security"))).data
+
+    assert result.reject_reason is CommandRejectReason.INVALID_UTF8
+    assert isinstance(security, SecurityEvent)
+    assert security.event is SecurityEventKind.MALFORMED_COMMAND
     assert handler.calls == []
 
 

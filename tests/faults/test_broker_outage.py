@@ -191,11 +191,6 @@ def transactional_pending(daemon: Any) -> list[Any]:
     return [e for e in daemon.feed.recent(500) if e.kind in ("bank_returned", "fault")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cloud_link: FlapDetector.consecutive resets only when a connection ends, so a "
-    "stable link after one flap stays DEGRADED",
-)
 async def test_link_online_after_one_flap(mosquitto_factory: BrokerFactory, tmp_path: Path) -> None:
     """Invariant: one broker loss within the flap window, followed by a connection that stays
     up for longer than that window, leaves the link ONLINE, not DEGRADED."""

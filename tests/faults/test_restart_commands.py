@@ -14,11 +14,6 @@ from tests.support.mosquitto import MosquittoBroker
 pytestmark = pytest.mark.faults
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway.Daemon runs the cloud link before the bridge has contacted the boards, so "
-    "a queued eject fails with board_offline 'not contacted yet'",
-)
 async def test_queued_eject_runs_after_restart(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
     """Invariant: an eject sent while the daemon was down, and still inside its deadline when
     the daemon is back, is executed once (the bank is taken), not failed."""
