@@ -91,13 +91,13 @@ def attacks(rig: Rig, slot: int) -> list[tuple[str, bytes, str, str | None]]:
                 issued_at=now - timedelta(seconds=120),
             ),
             "expired",
-            None,
+            "invalid_deadline",
         ),
         (
             "far-future deadline",
             signed_eject(rig.key, KEY_ID, slot, command_id="cmd-far", lifetime_s=86_400),
             "deadline_too_far",
-            None,
+            "invalid_deadline",
         ),
         (
             "issued in the future",
@@ -109,23 +109,28 @@ def attacks(rig: Rig, slot: int) -> list[tuple[str, bytes, str, str | None]]:
                 issued_at=now + timedelta(hours=1),
             ),
             "issued_in_future",
-            None,
+            "invalid_deadline",
         ),
         (
             "oversized payload",
             json.dumps({**genuine, "pad": "x" * MAX_PAYLOAD_BYTES}).encode(),
             "too_large",
-            None,
+            "malformed_command",
         ),
-        ("invalid UTF-8", b'{"key_id":"\xff\xfe","body":"{}","sig":"AA=="}', "invalid_utf8", None),
-        ("deeply nested JSON", deep.encode(), "too_deep", None),
+        (
+            "invalid UTF-8",
+            b'{"key_id":"\xff\xfe","body":"{}","sig":"AA=="}',
+            "invalid_utf8",
+            "malformed_command",
+        ),
+        ("deeply nested JSON", deep.encode(), "too_deep", "malformed_command"),
     ]
 
 
 async def test_attacks_never_move_lock(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
     """Invariant: forged, unknown-key, unsigned, stale, far-future, oversized, invalid UTF-8
-    and too-deep commands each get one rejection result, unauthenticated ones also a security
-    event, and no take window opens."""
+    and too-deep commands each get one rejection result and one security event, and no take
+    window opens."""
     async with running_rig(mosquitto, tmp_path) as rig:
         slot = await rentable_slot(rig)
         windows = WindowCounter(rig.sim.cabinet)
