@@ -34,7 +34,8 @@ class BoardSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    address: int = Field(ge=MIN_ADDRESS, le=MAX_ADDRESS)
+    # 0 is valid only for S1TT boards, which are numbered from 0; BridgeConfig checks that.
+    address: int = Field(ge=0, le=MAX_ADDRESS)
     slot_count: int = Field(ge=1, le=MAX_SLOTS_PER_BOARD)
 
 
@@ -105,6 +106,11 @@ class BridgeConfig(BaseModel):
         addresses = [board.address for board in self.boards]
         if len(set(addresses)) != len(addresses):
             raise ValueError(f"board addresses must be unique, got {addresses}")
+        if self.protocol != "s1tt" and min(addresses) < MIN_ADDRESS:
+            raise ValueError(
+                f"board address 0 is valid only with protocol s1tt; {self.protocol} boards use "
+                f"{MIN_ADDRESS}..{MAX_ADDRESS}"
+            )
         return self
 
     @property

@@ -147,3 +147,14 @@ def test_environment_named_in_errors(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(ConfigError) as caught:
         load_config(usable_example(tmp_path))
     assert "CABINET_GATEWAY_MQTT__PORT" in str(caught.value)
+
+
+def test_board_address_zero_only_for_s1tt(tmp_path: Path) -> None:
+    text = (
+        usable_example(tmp_path).read_text(encoding="utf-8").replace("address = 1", "address = 0")
+    )
+    problems = problems_of(write(tmp_path, text))
+    assert any("address 0 is valid only with protocol s1tt" in p for p in problems)
+
+    s1tt = text.replace('protocol = "native"', 'protocol = "s1tt"')
+    assert load_config(write(tmp_path, s1tt)).serial.boards[0].address == 0
