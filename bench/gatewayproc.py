@@ -17,7 +17,9 @@ from typing import Any
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 LOG_CHECK_S = 0.1
-READY_MARKER = " ready ("
+# The daemon's start-up line. A bare " ready (" also matches slot state changes such as
+# "slot 1: unknown -> ready (status read)", which are logged before the daemon is ready.
+READY_MARKER = " ready (serial "
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
