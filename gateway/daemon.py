@@ -19,6 +19,7 @@ from cloud_link import (
     LowStockEvent,
     OutboxFullError,
     OutgoingData,
+    PendingCommand,
     SlotSnapshot,
     StockReport,
 )
@@ -159,17 +160,20 @@ class Daemon:
             logger.info("gateway for cabinet %s stopped", self.config.cabinet.id)
 
     async def _run_tasks(self) -> None:
+        # Taken before the cloud link connects: a command that arrives during start-up is
+        # running in this process and must not be mistaken for one cut off by the restart.
+        leftover = self.cloud.pending_commands()
         async with asyncio.TaskGroup() as tasks:
             bridge_task = tasks.create_task(self.bridge.run(), name="bridge")
             cloud_task = tasks.create_task(self.cloud.run(), name="cloud")
             watchdog = tasks.create_task(self.notifier.watchdog_loop(), name="watchdog")
-            startup = tasks.create_task(self._start_up(), name="startup")
+            startup = tasks.create_task(self._start_up(leftover), name="startup")
             await self._stop.wait()
             await self._shut_down(startup, cloud_task)
             for task in (bridge_task, watchdog, startup):
                 task.cancel()
 
-    async def _start_up(self) -> None:
+    async def _start_up(self, leftover: list[PendingCommand]) -> None:
         """Wait for the boards, finish commands cut off by a restart, then report ready."""
         try:
             await self.bridge.wait_ready(BRIDGE_READY_TIMEOUT_S)
@@ -177,7 +181,7 @@ class Daemon:
             logger.warning(
                 "boards not all read after %.0f s; starting anyway", BRIDGE_READY_TIMEOUT_S
             )
-        for pending in self.cloud.pending_commands():
+        for pending in leftover:
             outcome = await self.runner.resolve_pending(pending)
             command = pending.body.command.type if pending.body else "unknown"
             self.cloud.complete_command(pending.command_id, command, outcome)
