@@ -15,6 +15,7 @@ Durability per lane:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 from dataclasses import dataclass
@@ -107,6 +108,17 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 """
 
+
+class _RowOptions(NamedTuple):
+    topic: str
+    offline: bool
+    qos: int
+    retain: bool
+    expiry_s: int | None
+    correlation_data: bytes | None
+
+
+SQLITE_FULL = 13  # sqlite3.SQLITE_FULL, the primary result code of a full disk
 _COUNTERS = ("telemetry_dropped", "telemetry_coalesced", "dead_letters", "max_seq")
 
 
@@ -120,6 +132,7 @@ class Outbox:
         self._cabinet_id = cabinet_id
         self._limits = limits
         self._clock = clock
+        self._unsaved_drops = 0  # telemetry dropped while even the counter could not be saved
         self._deletes_since_checkpoint = 0
         storage.conn.executescript(_SCHEMA)
         with storage.transaction(durable=True) as conn:
@@ -154,6 +167,30 @@ class Outbox:
         after every telemetry row was evicted.
         """
         lane = lane_of(data)
+        options = _RowOptions(topic, offline, qos, retain, expiry_s, correlation_data)
+        try:
+            return self._enqueue(data, lane, options)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) != SQLITE_FULL:
+                raise
+        # The disk (or max_page_count) is full. Telemetry is dropped and counted; any other
+        # message gets the space of every telemetry row, and one more try.
+        if lane is Lane.TELEMETRY:
+            self._unsaved_drops += 1
+            logger.warning("disk full: telemetry message %s dropped", getattr(data, "kind", "?"))
+            return 0
+        with contextlib.suppress(sqlite3.OperationalError), self._storage.transaction(durable=True):
+            self._evict_telemetry(0)
+        try:
+            return self._enqueue(data, lane, options)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) != SQLITE_FULL:
+                raise
+            used = sum(self._lane_bytes.values())
+            raise OutboxFullError(lane.name.lower(), 0, used, self._limits.max_bytes) from exc
+
+    def _enqueue(self, data: AnyMessageData, lane: Lane, options: _RowOptions) -> int:
+        topic, offline, qos, retain, expiry_s, correlation_data = options
         key = coalesce_key_of(data)
         with self._storage.transaction(durable=lane is not Lane.TELEMETRY) as conn:
             seq = self._next_seq()
@@ -311,7 +348,7 @@ class Outbox:
         return OutboxStats(
             pending=count,
             pending_bytes=sum(self._lane_bytes.values()),
-            telemetry_dropped=counters["telemetry_dropped"],
+            telemetry_dropped=counters["telemetry_dropped"] + self._unsaved_drops,
             telemetry_coalesced=counters["telemetry_coalesced"],
             dead_letters=counters["dead_letters"],
         )

@@ -82,7 +82,9 @@ class Storage:
         try:
             yield self.conn
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            # SQLite has already rolled back by itself after some errors, such as a full disk.
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
             for hook in self._rollback_hooks:
                 hook()
             raise

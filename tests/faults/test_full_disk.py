@@ -158,11 +158,6 @@ async def test_outbox_full_of_transactional(
     assert [d.slot for _, d in sorted(delivered.items())] == slots
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cloud_link.Outbox.enqueue neither drops nor counts telemetry on SQLITE_FULL; "
-    "the error reaches the bridge as a sink failure",
-)
 async def test_full_disk_keeps_transactional(
     mosquitto_factory: BrokerFactory, tmp_path: Path
 ) -> None:
