@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from gateway.api import ApiErrorCode
 from gateway.i18n import N_, _
 from protocol.cabinet import (
@@ -122,6 +124,40 @@ ORDER_STEPS: dict[str, str] = {
     "failed": N_("failed"),
     "rejected": N_("rejected"),
 }
+
+
+def event_summary(kind: str, data: Mapping[str, object], english: str) -> str:
+    """Return a translated one-line summary of a daemon event, built from its data.
+
+    Falls back to the daemon's English summary for a kind or data this CLI does not know.
+    """
+    text = {key: "" if value is None else str(value) for key, value in data.items()}
+    if kind == "slot_state" and "state" in text:
+        return _(
+            "{previous} -> {state}",
+            previous=slot_state(text.get("previous", "")),
+            state=slot_state(text["state"]),
+        )
+    if kind == "bank_returned" and "identified" in text:
+        return _("bank {bank} returned", bank=text.get("bank_id") or _("unidentified"))
+    if kind == "eject_outcome" and "eject_outcome" in text:
+        reason = text.get("eject_fail_reason") or text.get("eject_reject_reason")
+        outcome = translate_name(EJECT_OUTCOMES, text["eject_outcome"])
+        return outcome + (f" ({translate_name(EJECT_REASONS, reason)})" if reason else "")
+    if kind == "board_link" and "state" in text:
+        return _(
+            "board {board}: {state}", board=text.get("board", "?"), state=link_state(text["state"])
+        )
+    if kind == "battery_health" and "health_pct" in text:
+        return _(
+            "bank {bank}: SoH {health} %, {cycles} cycles",
+            bank=text.get("bank_id", ""),
+            health=text["health_pct"],
+            cycles=text.get("cycles", ""),
+        )
+    if kind == "stock":
+        return _("stock changed")
+    return english
 
 
 def translate_name(table: dict[str, str], value: str | None) -> str:

@@ -28,7 +28,7 @@ def events(records: list[EventRecord]) -> Table:
             fmt.timestamp(record.at),
             names.event_kind(record.kind),
             fmt.text(record.slot),
-            record.summary,
+            names.event_summary(record.kind, record.data, record.summary),
         )
     return table
 
@@ -39,7 +39,7 @@ def event_line(record: EventRecord) -> Text:
     line.append(names.event_kind(record.kind), style="bold")
     if slot:
         line.append(f"  {slot}")
-    line.append(f"  {record.summary}")
+    line.append(f"  {names.event_summary(record.kind, record.data, record.summary)}")
     return line
 
 

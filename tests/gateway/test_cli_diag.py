@@ -118,7 +118,12 @@ COMMANDS: list[tuple[list[str], str, str, list[str]]] = [
     (["bank", "1"], "SoH history", "SoH 历史", ["A1B2C3D4", "850 mA", "9600 mAh", "93 %"]),
     (["bus"], "CRC errors", "CRC 错误", ["52001", "6 ms / 38 ms", "130"]),
     (["outbox"], "Dead letters", "死信", ["payload too large (149)", "20.0 KiB"]),
-    (["events", "--limit", "2"], "bank returned", "充电宝归还", ["bank returned #3"]),
+    (
+        ["events", "--limit", "2"],
+        "bank 00000000A1B2C3D3 returned",
+        "充电宝 00000000A1B2C3D3 已归还",
+        [],
+    ),
     (["selftest", "2"], "passed", "通过", ["2"]),
     # Brackets in daemon data must print as they are, not as Rich markup.
     (["slot", "disable", "4", "--reason", "bent [/] pin"], "disabled", "已停用", ["bent [/] pin"]),
@@ -321,7 +326,7 @@ def test_events_follow_prints_live_events(app: typer.Typer, running: RunningDaem
     result = _follow(app, running, "--lang", "zh-CN")
     assert result.exit_code == 0, result.output
     assert "正在跟踪事件" in result.stderr
-    assert "bank returned #3" in result.stdout
+    assert "充电宝 00000000A1B2C3D3 已归还" in result.stdout
     assert "3 号仓位  lock stuck" in result.stdout
 
 

@@ -101,7 +101,7 @@ class FakeDaemon(DaemonApi):
                 kind="bank_returned",
                 slot=1,
                 summary=f"bank returned #{index}",
-                data={"identified": True},
+                data={"identified": True, "bank_id": f"00000000A1B2C3D{index}"},
             )
             for index in range(1, 4)
         ]
