@@ -8,6 +8,7 @@ import fcntl
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -254,7 +255,8 @@ class Daemon:
         keeps the event and the bridge hands it over again later.
         """
         context = self._context_of(event)
-        seqs = [self._send(message) for message in to_cloud(event, context)]
+        messages = [] if self._health_too_soon(event) else to_cloud(event, context)
+        seqs = [self._send(message) for message in messages]
         self._record(event, seqs)
         if isinstance(event, OCCUPANCY_EVENTS):
             # Saved before the bridge stores its watermark, so a restart finds it current.
@@ -263,6 +265,20 @@ class Daemon:
         self.feed.add(kind, summary, at=event.at, slot=slot, data=_event_data(event))
         if isinstance(event, StockChanged):
             self._stock_changed(event)
+
+    def _health_too_soon(self, event: CabinetEvent) -> bool:
+        """Limit battery-health telemetry to one report per bank per configured interval.
+
+        A bank flagged for retirement is always reported; the history is stored either way.
+        """
+        if not isinstance(event, BankHealthReport) or event.retire:
+            return False
+        now = time.monotonic()
+        last = self._health_reported.get(event.bank_id)
+        if last is not None and now - last < self.config.cabinet.battery_report_interval_s:
+            return True
+        self._health_reported[event.bank_id] = now
+        return False
 
     def _context_of(self, event: CabinetEvent) -> EjectContext | None:
         if isinstance(event, EjectFinished | LateEjectOutcome):

@@ -158,3 +158,22 @@ def test_board_address_zero_only_for_s1tt(tmp_path: Path) -> None:
 
     s1tt = text.replace('protocol = "native"', 'protocol = "s1tt"')
     assert load_config(write(tmp_path, s1tt)).serial.boards[0].address == 0
+
+
+def test_battery_reports_limited_per_bank(tmp_path: Path) -> None:
+    from firmware_bridge import BankHealthReport
+    from gateway.daemon import Daemon
+
+    text = usable_example(tmp_path).read_text(encoding="utf-8")
+    text = text.replace('state_dir = "/var/lib/cabinet-gateway"', f'state_dir = "{tmp_path}"')
+    daemon = Daemon(load_config(write(tmp_path, text)))
+
+    def report(bank: str, retire: bool = False) -> BankHealthReport:
+        return BankHealthReport(
+            bank_id=bank, slot=1, health_pct=80, health_trend=(80,), cycles=5, retire=retire, at=0.0
+        )
+
+    assert not daemon._health_too_soon(report("A"))
+    assert daemon._health_too_soon(report("A"))
+    assert not daemon._health_too_soon(report("B"))
+    assert not daemon._health_too_soon(report("A", retire=True))
