@@ -30,9 +30,11 @@ from cabinet_sim import SimConfig
 from cabinet_sim.runtime import RunOptions, Simulation
 from cabinet_sim.users import UserBehaviour
 from cloud_link.commands import EjectCommand
+from gateway.cli_diag import names
 from gateway.cloudtool import BrokerAddress, ReceivedMessage, ScriptedCloud, public_key_of
 from gateway.config import config_from_dict
 from gateway.daemon import Daemon
+from gateway.i18n import _
 
 logger = logging.getLogger(__name__)
 
@@ -219,13 +221,13 @@ async def _drive(
 
 def render(daemon: Daemon, stats: DemoStats) -> Group:
     snapshot = daemon.bridge.snapshot()
-    table = Table(title=f"cabinet {CABINET_ID}", expand=False)
-    for column in ("slot", "state", "bank", "SoC %", "temp degC", "SoH %"):
+    table = Table(title=_("Cabinet {cabinet}", cabinet=CABINET_ID), expand=False)
+    for column in (_("Slot"), _("State"), _("Bank"), "SoC %", _("Temp.") + " °C", "SoH %"):
         table.add_column(column)
     for slot in snapshot.slots:
         table.add_row(
             str(slot.slot),
-            slot.state.value,
+            names.slot_state(slot.state.value),
             slot.bank_id or "",
             "" if slot.charge is None else str(slot.charge),
             "" if slot.temperature_c is None else f"{slot.temperature_c:.1f}",
@@ -233,8 +235,16 @@ def render(daemon: Daemon, stats: DemoStats) -> Group:
         )
     stock = snapshot.stock
     summary = Text(
-        f"stock: {stock.rentable} rentable, {stock.charging} charging, {stock.empty} empty, "
-        f"{stock.faulted} faulted | rents sent {stats.commands_sent}, results "
-        f"{json.dumps(dict(stats.results))} | returns {stats.events['bank_returned']}"
+        _(
+            "stock: {rentable} rentable, {charging} charging, {empty} empty, {faulted} faulted | "
+            "rents sent {sent}, results {results} | returns {returns}",
+            rentable=stock.rentable,
+            charging=stock.charging,
+            empty=stock.empty,
+            faulted=stock.faulted,
+            sent=stats.commands_sent,
+            results=json.dumps(dict(stats.results)),
+            returns=stats.events["bank_returned"],
+        )
     )
     return Group(table, summary, Text("\n".join(stats.log)))
