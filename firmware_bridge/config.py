@@ -18,7 +18,7 @@ from protocol.slotbus.constants import (
 
 
 class EchoMode(StrEnum):
-    """How the bridge treats its own transmission read back by a half-duplex adapter."""
+    """Treatment of the bridge's own transmission read back by a half-duplex adapter."""
 
     AUTO = "auto"  # discard a received copy of the request just written, if one arrives
     ON = "on"  # the adapter echoes; handled like AUTO (a missing echo is not reported)

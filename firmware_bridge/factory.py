@@ -18,7 +18,7 @@ from firmware_bridge.transport import PortOpener
 
 
 class SlotDriver(Protocol):
-    """What the daemon needs from the slot hardware, whatever protocol it speaks."""
+    """Interface the daemon needs from the slot hardware, whatever protocol it speaks."""
 
     async def run(self) -> None: ...
 

@@ -1,4 +1,4 @@
-"""What the bridge keeps across restarts, stored by the caller through a small interface."""
+"""State the bridge keeps across restarts, stored by the caller through a small interface."""
 
 from __future__ import annotations
 

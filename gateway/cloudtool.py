@@ -110,7 +110,7 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot load the Ed25519 private key from {path}: {exc}") from exc
     if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path} holds a {type(key).__name__}, not an Ed25519 private key")
+        raise ValueError(f"{path} contains a {type(key).__name__}, not an Ed25519 private key")
     return key
 
 

@@ -101,7 +101,7 @@ class CommandRunner:
         """Hold a command that arrived during start-up until the boards were read.
 
         A command queued by the broker while the gateway was down arrives right after the
-        connect, before the boards answered; it waits at most until its deadline.
+        connect, before the boards replied, so it waits, at most until its deadline.
         """
         if self._ready is None or self._ready.is_set():
             return
@@ -205,8 +205,8 @@ class CommandRunner:
 
         The monotonic time of receipt did not survive the restart, so the wall clock is the
         only reference left. An unsynchronised clock could put the deadline later than it is,
-        so without synchronisation the deadline counts as passed: the bridge then only asks
-        the board what happened and never unlocks.
+        so without synchronisation the deadline counts as passed. The bridge then only queries
+        the board for the outcome and never unlocks.
         """
         now = time.monotonic()
         if not self._wall_synchronised():

@@ -58,7 +58,9 @@ class CabinetSection(BaseModel):
         description="Low-stock event when free slots for returns fall below this.",
     )
     battery_report_interval_s: float = Field(
-        default=3600.0, gt=0, description="Least time between two battery-health reports of a bank."
+        default=3600.0,
+        gt=0,
+        description="Minimum time between two battery-health reports of a bank.",
     )
     shutdown_eject_wait_s: float = Field(
         default=40.0, ge=0, description="On SIGTERM, how long a running eject may take to finish."

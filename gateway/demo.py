@@ -1,9 +1,9 @@
 """`cabinet-gateway demo`: a simulated cabinet, a broker, the gateway and a scripted cloud.
 
-Everything runs in one process on 127.0.0.1, with state in a temporary directory: the
-simulator on a pseudo-terminal, an embedded amqtt broker (MQTT 3.1.1) unless a broker URL is
-given, the daemon on embedded defaults, and a cloud that rents banks with signed commands while
-simulated users take them and bring others back.
+Everything runs in one process on 127.0.0.1, with state in a temporary directory. The
+simulator serves a pseudo-terminal and an embedded amqtt broker (MQTT 3.1.1) runs unless a
+broker URL is given. The daemon uses embedded defaults, and a cloud rents banks with signed
+commands while simulated users take them and bring others back.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class EmbeddedBroker:
 def demo_config(
     state_dir: Path, pty_path: str, sim: SimConfig, broker: BrokerAddress, key: str
 ) -> dict[str, Any]:
-    """The daemon's config for the demo: embedded defaults, local broker, no TLS."""
+    """Build the daemon's config for the demo: embedded defaults, local broker, no TLS."""
     return {
         "cabinet": {"id": CABINET_ID, "state_dir": str(state_dir), "low_stock_threshold": 2},
         "serial": {

@@ -44,7 +44,7 @@ class Capability(IntFlag):
 class SlotFlag(IntFlag):
     BANK_PRESENT = 0x01  # presence micro-switch closed
     BANK_SEATED = 0x02  # bank pushed fully in, contacts made
-    ID_VALID = 0x04  # bank_id holds an id read from the bank
+    ID_VALID = 0x04  # bank_id contains an id read from the bank
     TAKE_WINDOW = 0x08  # an unlock's take window is running
 
 
@@ -114,7 +114,7 @@ class EventKind(IntEnum):
 
 
 class TokenState(IntEnum):
-    """What a board remembers of an unlock token (QUERY_UNLOCK)."""
+    """State of an unlock token as the board records it (QUERY_UNLOCK)."""
 
     UNKNOWN = 0  # never seen since boot, or pushed out of the token cache
     WINDOW_OPEN = 1  # lock opened, take window running
