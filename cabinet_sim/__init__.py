@@ -1,4 +1,4 @@
-"""Cabinet simulator: slot boards on an RS-485 bus, speaking slot-bus v1 like real hardware."""
+"""Cabinet simulator: slot boards on an RS-485 bus, speaking slot-bus like real hardware."""
 
 from cabinet_sim.bank import Bank
 from cabinet_sim.board import Board

@@ -22,16 +22,17 @@ from protocol.slotbus.codes import (
 from protocol.slotbus.commands import command_spec
 from protocol.slotbus.constants import (
     CHARGE_UNKNOWN,
+    MAX_BANKS_PER_READ,
     MAX_EVENTS_PER_READ,
     MAX_UNLOCK_WINDOW_S,
     MIN_UNLOCK_WINDOW_S,
-    PROTOCOL_VERSION,
     RESET_MAGIC,
 )
 from protocol.slotbus.errors import PayloadError
 from protocol.slotbus.frame import Frame
 from protocol.slotbus.messages import (
     NO_BANK_ID,
+    BankBatch,
     BankData,
     ChargingRequest,
     ChargingResult,
@@ -45,6 +46,7 @@ from protocol.slotbus.messages import (
     Message,
     ResetRequest,
     SelfTestResult,
+    SlotRange,
     SlotRef,
     SlotsStatus,
     TokenRef,
@@ -56,6 +58,8 @@ from protocol.slotbus.messages import (
 logger = logging.getLogger(__name__)
 
 ALL_CAPABILITIES = Capability(sum(Capability))
+VERSION_1_CAPABILITIES = ALL_CAPABILITIES & ~Capability.BANK_BATCH
+VERSION_2_COMMANDS = frozenset({Command.GET_BANKS})
 
 _M = TypeVar("_M", bound=Message)
 
@@ -88,8 +92,9 @@ class Board(BoardHardware):
         """Return the response to `frame`, or None when the board stays silent."""
         if frame.address != self.address or frame.is_response or not self.responsive:
             return None
+        handlers = self._handlers()
         spec = command_spec(frame.command_id)
-        if spec is None:
+        if spec is None or spec.command not in handlers:
             return encode_error(
                 self.address, frame.sequence, frame.command_id, Status.UNKNOWN_COMMAND
             )
@@ -102,7 +107,7 @@ class Board(BoardHardware):
                 self.address, frame.sequence, frame.command_id, Status.INVALID_ARGUMENT
             )
 
-        handler = self._handlers()[spec.command]
+        handler = handlers[spec.command]
         try:
             body = handler(request.body)
             response = encode_response(self.address, frame.sequence, spec.command, body)
@@ -121,10 +126,11 @@ class Board(BoardHardware):
         return response
 
     def _handlers(self) -> dict[Command, Callable[[Message], Message]]:
-        return {
+        handlers: dict[Command, Callable[[Message], Message]] = {
             Command.IDENTIFY: self._identify,
             Command.GET_SLOTS: self._get_slots,
             Command.GET_BANK: self._get_bank,
+            Command.GET_BANKS: self._get_banks,
             Command.UNLOCK: self._unlock,
             Command.LOCK: self._lock,
             Command.SET_CHARGING: self._set_charging,
@@ -134,6 +140,10 @@ class Board(BoardHardware):
             Command.READ_EVENTS: self._read_events,
             Command.ACK_EVENTS: self._ack_events,
         }
+        if self.config.slotbus_version < 2:
+            for command in VERSION_2_COMMANDS:
+                del handlers[command]
+        return handlers
 
     def _checked_slot(self, number: int) -> int:
         if number not in self.slots:
@@ -143,8 +153,9 @@ class Board(BoardHardware):
     def _identify(self, body: Message) -> Identity:
         _expect(body, Empty)
         major, minor, patch = self.config.firmware_version
+        version = self.config.slotbus_version
         return Identity(
-            protocol_version=PROTOCOL_VERSION,
+            protocol_version=version,
             firmware_major=major,
             firmware_minor=minor,
             firmware_patch=patch,
@@ -154,7 +165,7 @@ class Board(BoardHardware):
             slot_count=len(self.slots),
             max_charging=self.config.charging.max_per_board,
             event_capacity=self.events.capacity,
-            capabilities=ALL_CAPABILITIES,
+            capabilities=ALL_CAPABILITIES if version >= 2 else VERSION_1_CAPABILITIES,
         )
 
     def _get_slots(self, body: Message) -> SlotsStatus:
@@ -164,10 +175,27 @@ class Board(BoardHardware):
 
     def _get_bank(self, body: Message) -> BankData:
         number = self._checked_slot(_expect(body, SlotRef).slot)
+        record = self._bank_record(number)
+        if record is None:
+            raise Rejected(Status.NO_BANK)
+        return record
+
+    def _get_banks(self, body: Message) -> BankBatch:
+        request = _expect(body, SlotRange)
+        if not 1 <= request.count <= MAX_BANKS_PER_READ:
+            raise Rejected(Status.INVALID_ARGUMENT)
+        numbers = range(request.first_slot, request.first_slot + request.count)
+        if not all(number in self.slots for number in numbers):
+            raise Rejected(Status.INVALID_ARGUMENT)
+        records = (self._bank_record(number) for number in numbers)
+        return BankBatch(tuple(record for record in records if record is not None))
+
+    def _bank_record(self, number: int) -> BankData | None:
+        """Return the GET_BANK record of a slot, or None when no bank is detected in it."""
         slot = self.slots[number]
         bank = slot.bank
         if not slot.detected or bank is None:
-            raise Rejected(Status.NO_BANK)
+            return None
         if not slot.id_readable:
             return BankData(
                 number, NO_BANK_ID, CHARGE_UNKNOWN, 0, 0, 0, 0, 0, 0, BankFault.COMMUNICATION

@@ -38,6 +38,13 @@ def sim(
         typer.Option(help="Number of slot boards, addresses 1..N (0..N-1 for S1TT). Default 4."),
     ] = None,
     slots: Annotated[int | None, typer.Option(help="Slots per board, 1..12. Default 6.")] = None,
+    slotbus_version: Annotated[
+        int | None,
+        typer.Option(
+            help="Slot-bus version of native boards: 2, or 1 for boards without GET_BANKS "
+            "(to test a master's fallback to GET_BANK). Default 2."
+        ),
+    ] = None,
     seed: Annotated[
         int | None, typer.Option(help="Seed of every random choice. Default 0.")
     ] = None,
@@ -90,6 +97,7 @@ def sim(
         "protocol": protocol.value if protocol is not None else None,
         "boards": boards,
         "slots_per_board": slots,
+        "slotbus_version": slotbus_version,
         "seed": seed,
         "pacing": pacing,
     }

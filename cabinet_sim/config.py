@@ -15,6 +15,7 @@ from protocol.slotbus.constants import (
     MAX_SLOTS_PER_BOARD,
     MIN_ADDRESS,
     MIN_EVENT_QUEUE,
+    PROTOCOL_VERSION,
     TOKEN_CACHE_SIZE,
 )
 
@@ -142,7 +143,11 @@ class SimConfig(_Model):
     firmware_version: tuple[int, int, int] = (1, 0, 0)
     hardware_revision: int = Field(default=1, ge=0, le=255)
     protocol: WireProtocol = "native"
-    """Wire protocol on the serial line: slot-bus v1, a GZXJ station, or S1TT slot boards."""
+    """Wire protocol on the serial line: slot-bus, a GZXJ station, or S1TT slot boards."""
+    slotbus_version: int = Field(default=PROTOCOL_VERSION, ge=1, le=PROTOCOL_VERSION)
+    """Slot-bus version of the native boards. Version 1 boards reject GET_BANKS with
+    UNKNOWN_COMMAND and do not report BANK_BATCH, so a master's fallback to GET_BANK can be
+    tested."""
     gzxj: GzxjConfig = GzxjConfig()
     s1tt: S1ttConfig = S1ttConfig()
 

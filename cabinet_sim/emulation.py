@@ -50,7 +50,7 @@ class Emulation(Protocol):
 
 
 class NativeEmulation:
-    """Slot-bus v1 boards: each physical board responds to frames addressed to it."""
+    """Slot-bus boards: each physical board responds to frames addressed to it."""
 
     def __init__(self, cabinet: Cabinet) -> None:
         self.cabinet = cabinet

@@ -1,4 +1,4 @@
-"""Slot-bus protocol version 1: the gateway's native RS-485 protocol to slot-controller boards."""
+"""Slot-bus protocol version 2: the gateway's native RS-485 protocol to slot-controller boards."""
 
 from protocol.slotbus.codec import (
     Request,
@@ -42,6 +42,7 @@ from protocol.slotbus.errors import (
 from protocol.slotbus.frame import Deframer, DeframerStats, Frame, encode_frame
 from protocol.slotbus.messages import (
     NO_BANK_ID,
+    BankBatch,
     BankData,
     BoardEvent,
     ChargingRequest,
@@ -56,6 +57,7 @@ from protocol.slotbus.messages import (
     Message,
     ResetRequest,
     SelfTestResult,
+    SlotRange,
     SlotRef,
     SlotsStatus,
     SlotStatus,
@@ -70,6 +72,7 @@ from protocol.slotbus.messages import (
 __all__ = [
     "COMMANDS",
     "NO_BANK_ID",
+    "BankBatch",
     "BankData",
     "BankFault",
     "BoardBusyError",
@@ -111,6 +114,7 @@ __all__ = [
     "SlotFault",
     "SlotFaultError",
     "SlotFlag",
+    "SlotRange",
     "SlotRef",
     "SlotStatus",
     "SlotsStatus",

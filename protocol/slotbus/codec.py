@@ -72,8 +72,8 @@ def decode_request(frame: Frame) -> Request:
 def decode_response(frame: Frame, *, allow_trailing: bool = False) -> Response:
     """Decode a response; raise the BoardError subclass of its status when it is not OK.
 
-    Set `allow_trailing` for a board whose protocol_version is above 1: later versions may
-    append fields that this codec does not know.
+    Set `allow_trailing` for a board whose protocol_version is above PROTOCOL_VERSION: later
+    versions may append fields that this codec does not know.
     """
     if not frame.is_response:
         raise PayloadError(f"frame 0x{frame.command:02X} is a request, not a response")

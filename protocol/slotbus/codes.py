@@ -9,6 +9,7 @@ class Command(IntEnum):
     IDENTIFY = 0x01
     GET_SLOTS = 0x02
     GET_BANK = 0x03
+    GET_BANKS = 0x04  # protocol version 2, with Capability.BANK_BATCH
     UNLOCK = 0x10
     LOCK = 0x11
     SET_CHARGING = 0x12
@@ -39,6 +40,7 @@ class Capability(IntFlag):
     TEMPERATURE = 0x0010
     EVENT_QUEUE = 0x0020
     UNLOCK_TOKENS = 0x0040
+    BANK_BATCH = 0x0080  # implements GET_BANKS (protocol version 2)
 
 
 class SlotFlag(IntFlag):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from protocol.slotbus.codes import Command
 from protocol.slotbus.messages import (
+    BankBatch,
     BankData,
     ChargingRequest,
     ChargingResult,
@@ -19,6 +20,7 @@ from protocol.slotbus.messages import (
     Message,
     ResetRequest,
     SelfTestResult,
+    SlotRange,
     SlotRef,
     SlotsStatus,
     TokenRef,
@@ -44,6 +46,9 @@ COMMANDS: dict[Command, CommandSpec] = {
         CommandSpec(Command.IDENTIFY, Empty, Identity, 0.05, True, "board identity"),
         CommandSpec(Command.GET_SLOTS, Empty, SlotsStatus, 0.05, True, "status of all slots"),
         CommandSpec(Command.GET_BANK, SlotRef, BankData, 0.1, True, "full bank data"),
+        CommandSpec(
+            Command.GET_BANKS, SlotRange, BankBatch, 0.1, True, "bank data of a slot range"
+        ),
         CommandSpec(
             Command.UNLOCK, UnlockRequest, UnlockResult, 0.5, True, "unlock with take window"
         ),

@@ -1,8 +1,9 @@
-"""Fixed numbers of slot-bus protocol version 1. The specification is docs/slot-bus-protocol.md."""
+"""Fixed numbers of slot-bus protocol version 2. The specification is docs/slot-bus-protocol.md."""
 
 from __future__ import annotations
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""Version 2 adds GET_BANKS; every other layout is unchanged from version 1."""
 
 START = 0xA5
 """First byte of every frame."""
@@ -24,6 +25,8 @@ RESPONSE_FLAG = 0x80
 MAX_SLOTS_PER_BOARD = 12
 """12 slot records of 15 bytes fit one payload with room to spare."""
 MAX_EVENTS_PER_READ = 9
+MAX_BANKS_PER_READ = 10
+"""GET_BANKS records: status, count and 10 records of 23 bytes take 232 of the 240 bytes."""
 MIN_EVENT_QUEUE = 32
 """A board keeps at least this many unacknowledged events."""
 

@@ -230,6 +230,21 @@ class BankData(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class SlotRange(Message):
+    first_slot: int
+    count: int  # 1..MAX_BANKS_PER_READ slots, first_slot included
+
+    FIELDS = (("first_slot", "B", int), ("count", "B", int))
+
+
+@dataclass(frozen=True, slots=True)
+class BankBatch(Message):
+    banks: tuple[BankData, ...]  # occupied slots of the range, in slot order
+
+    ITEMS = ("banks", BankData)
+
+
+@dataclass(frozen=True, slots=True)
 class UnlockRequest(Message):
     slot: int
     window_s: int

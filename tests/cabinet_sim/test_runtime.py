@@ -6,6 +6,7 @@ import asyncio
 import io
 from pathlib import Path
 
+import pytest
 import typer
 from rich.console import Console
 from typer.testing import CliRunner
@@ -116,3 +117,28 @@ def test_cli_rejects_bad_options(tmp_path: Path) -> None:
     bad_scenario = runner.invoke(_app(), ["--scenario", str(broken), "--no-view"])
     assert bad_scenario.exit_code == 2
     assert "cannot read scenario" in bad_scenario.output
+
+
+def _record_runs(monkeypatch: pytest.MonkeyPatch) -> list[RunOptions]:
+    """Replace the CLI's Simulation by one that records its options and returns at once."""
+    recorded: list[RunOptions] = []
+
+    class RecordedSimulation:
+        def __init__(self, options: RunOptions, console: Console) -> None:
+            recorded.append(options)
+
+        async def run(self, ready: object = None) -> None:
+            return None
+
+    monkeypatch.setattr("cabinet_sim.cli.Simulation", RecordedSimulation)
+    return recorded
+
+
+def test_cli_sets_slotbus_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    recorded = _record_runs(monkeypatch)
+    result = CliRunner().invoke(_app(), ["--no-view", "--no-stdin", "--slotbus-version", "1"])
+    assert result.exit_code == 0, result.output
+    assert recorded[0].config.slotbus_version == 1
+    too_new = CliRunner().invoke(_app(), ["--no-view", "--slotbus-version", "3"])
+    assert too_new.exit_code == 2
+    assert "slotbus_version" in too_new.output

@@ -6,12 +6,16 @@ from hypothesis import strategies as st
 
 from protocol.slotbus import (
     COMMANDS,
+    BankBatch,
+    BankData,
+    BankFault,
     BoardBusyError,
     BoardError,
     BoardUnknownCommandError,
     Command,
     Deframer,
     Empty,
+    EventBatch,
     Frame,
     FrameError,
     InternalBoardError,
@@ -20,7 +24,9 @@ from protocol.slotbus import (
     NoBankError,
     PayloadError,
     SlotFaultError,
+    SlotRange,
     SlotRef,
+    SlotsStatus,
     Status,
     UnknownCommandError,
     UnlockRequest,
@@ -33,7 +39,13 @@ from protocol.slotbus import (
     encode_request,
     encode_response,
 )
-from protocol.slotbus.constants import MAX_PAYLOAD, RESPONSE_FLAG
+from protocol.slotbus.constants import (
+    MAX_BANKS_PER_READ,
+    MAX_EVENTS_PER_READ,
+    MAX_PAYLOAD,
+    MAX_SLOTS_PER_BOARD,
+    RESPONSE_FLAG,
+)
 from tests.protocol.strategies import addresses, messages, sequences
 
 
@@ -185,9 +197,41 @@ def test_every_response_fits_one_frame() -> None:
 
 
 def _max_items(layout: type[Message]) -> int:
-    from protocol.slotbus.constants import MAX_EVENTS_PER_READ, MAX_SLOTS_PER_BOARD
+    limits = {
+        SlotsStatus: MAX_SLOTS_PER_BOARD,
+        EventBatch: MAX_EVENTS_PER_READ,
+        BankBatch: MAX_BANKS_PER_READ,
+    }
+    return limits[layout]
 
-    return MAX_SLOTS_PER_BOARD if layout.__name__ == "SlotsStatus" else MAX_EVENTS_PER_READ
+
+def _bank(slot: int) -> BankData:
+    return BankData(slot, bytes(range(1, 9)), 87, 4012, -150, 274, 31, 98, 10000, BankFault(0))
+
+
+def test_get_banks_layouts() -> None:
+    assert SlotRange(first_slot=3, count=4).encode() == b"\x03\x04"
+    batch = BankBatch((_bank(1), _bank(4)))
+    # The records have the GET_BANK layout, after one count byte.
+    assert batch.encode() == b"\x02" + _bank(1).encode() + _bank(4).encode()
+    assert BankBatch(()).encode() == b"\x00"
+
+
+def test_full_bank_batch_fits_one_frame() -> None:
+    full = BankBatch(tuple(_bank(slot) for slot in range(1, MAX_BANKS_PER_READ + 1)))
+    frame = _single_frame(encode_response(1, 0, Command.GET_BANKS, full))
+    assert len(frame.payload) == 2 + MAX_BANKS_PER_READ * BankData.size()
+    assert decode_response(frame).body == full
+    one_more = BankBatch((*full.banks, _bank(MAX_BANKS_PER_READ + 1)))
+    with pytest.raises(FrameError, match="exceeds"):
+        encode_response(1, 0, Command.GET_BANKS, one_more)
+
+
+def test_bank_batch_with_short_record_raises() -> None:
+    payload = b"\x00\x02" + _bank(1).encode() + _bank(2).encode()[:-1]
+    frame = _single_frame(encode_frame(1, 0, Command.GET_BANKS | RESPONSE_FLAG, payload))
+    with pytest.raises(PayloadError, match="too short"):
+        decode_response(frame)
 
 
 def test_bank_id_hex_round_trip() -> None:
