@@ -19,6 +19,7 @@ from firmware_bridge.model import SlotModel, bank_info
 from firmware_bridge.results import BankInfo, BoardEventKey, EjectResult
 from protocol.cabinet import EjectFailReason, EjectOutcome, FaultKind
 from protocol.slotbus import (
+    BankBatch,
     BankData,
     BoardEvent,
     BootReason,
@@ -27,6 +28,7 @@ from protocol.slotbus import (
     EventKind,
     InsertFlag,
     SlotFault,
+    SlotRange,
     SlotRef,
     bank_id_hex,
 )
@@ -71,6 +73,43 @@ async def read_bank(core: BridgeCore, link: BoardLink, slot: SlotModel) -> BankI
         return None
     if not isinstance(data, BankData):
         return None
+    return await _apply_bank(core, slot, data)
+
+
+async def read_banks(
+    core: BridgeCore, link: BoardLink, first: int, count: int
+) -> list[tuple[SlotModel, BankInfo]]:
+    """Read GET_BANKS for board slots first..first+count-1 and apply each record like GET_BANK.
+
+    Empty slots have no record, so their model entries stay as they are.
+    """
+    try:
+        batch = await core.request(link, Command.GET_BANKS, SlotRange(first, count))
+    except BridgeError as exc:
+        logger.debug(
+            "GET_BANKS of board %d slots %d+%d failed: %s", link.address, first, count, exc
+        )
+        return []
+    if not isinstance(batch, BankBatch):
+        return []
+    read: list[tuple[SlotModel, BankInfo]] = []
+    for data in batch.banks:
+        slot = core.model.slot(link.global_slot(data.slot))
+        if slot is None or slot.board != link.address or not first <= data.slot < first + count:
+            logger.warning(
+                "board %d sent bank data for slot %d outside the range %d+%d",
+                link.address,
+                data.slot,
+                first,
+                count,
+            )
+            continue
+        read.append((slot, await _apply_bank(core, slot, data)))
+    return read
+
+
+async def _apply_bank(core: BridgeCore, slot: SlotModel, data: BankData) -> BankInfo:
+    """Store a bank record in the model and report the bank's health when it changed."""
     info = bank_info(data)
     core.model.apply_bank(slot, info)
     health = core.model.update_health(info)

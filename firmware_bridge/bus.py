@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from firmware_bridge.clock import Clock, wait_future
+from firmware_bridge.clock import Clock, pause, wait_future
 from firmware_bridge.config import BridgeConfig, EchoMode
 from firmware_bridge.errors import (
     BoardRejectedError,
@@ -59,6 +59,7 @@ class BusClient:
         self._pending: dict[tuple[int, int], _Pending] = {}
         self._sequences: dict[int, int] = {}
         self._last_written: bytes | None = None
+        self._quiet_until = 0.0  # clock time before which the next request must not start
         self.counters = BusCounters()
 
     @property
@@ -169,6 +170,8 @@ class BusClient:
             link = self._link
             if link is None:
                 raise NotConnectedError("serial port is not open")
+            # The silence between exchanges has usually passed while the reply was handled.
+            await pause(self._clock, self._quiet_until - self._clock.monotonic())
             if check_before_write is not None:
                 check_before_write()
             sequence = (self._sequences.get(address, -1) + 1) & 0xFF
@@ -193,7 +196,9 @@ class BusClient:
                     reply.cancel()
                 elif not reply.cancelled():
                     reply.exception()  # retrieved, so a failure after cancellation is not logged
-            await self._clock.sleep(INTER_FRAME_BYTES * self._byte_time_s())
+                self._quiet_until = (
+                    self._clock.monotonic() + INTER_FRAME_BYTES * self._byte_time_s()
+                )
         if result is None:
             board.timeouts += 1
             return None

@@ -75,7 +75,18 @@ class BridgeConfig(BaseModel):
     retire_health_pct: int = Field(default=70, ge=0, le=100, description="SoH below -> retire")
     settle_s: float = Field(default=SETTLE_AFTER_EJECT_S, ge=0)
 
-    event_poll_interval_s: float = Field(default=0.3, gt=0, lt=1.0)
+    event_poll_interval_s: float = Field(
+        default=0.3, gt=0, lt=1.0, description="event polling of a busy board, seconds"
+    )
+    idle_event_poll_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=5.0,
+        description="event polling of a quiet board, seconds: the longest delay of a return",
+    )
+    idle_after_s: float = Field(
+        default=10.0, ge=0, description="a board with no event for this long counts as quiet"
+    )
     status_interval_s: float = Field(default=5.0, gt=0)
     bank_interval_s: float = Field(default=60.0, gt=0)
     bus_budget: float = Field(
@@ -100,6 +111,15 @@ class BridgeConfig(BaseModel):
     eject_resolve_margin_s: float = Field(
         default=5.0, ge=0, description="added to the take window before an eject gives up"
     )
+
+    @model_validator(mode="after")
+    def _check_poll_intervals(self) -> Self:
+        if self.idle_event_poll_interval_s < self.event_poll_interval_s:
+            raise ValueError(
+                f"idle_event_poll_interval_s ({self.idle_event_poll_interval_s}) must be at "
+                f"least event_poll_interval_s ({self.event_poll_interval_s})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_boards(self) -> Self:

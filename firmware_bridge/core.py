@@ -140,6 +140,19 @@ class BridgeCore:
             FaultRaised(kind=kind, slot=0, board=link.address, detail=detail, key=None, at=now)
         )
 
+    def ejecting_on(self, address: int) -> bool:
+        """Return whether an eject on a slot of board `address` waits for its outcome."""
+        return any(waiter.slot.board == address for waiter in self.waiters.values())
+
+    def hasten_events(self, link: BoardLink) -> None:
+        """Poll the board's events at the short interval from now on, starting soon."""
+        now = self.clock.monotonic()
+        link.active_until = max(link.active_until, now + self.config.idle_after_s)
+        soon = now + self.config.event_poll_interval_s
+        if link.next_events_at > soon:
+            link.next_events_at = soon
+            self.poll_wakeup.set()
+
     def cabinet_state(self) -> SlotState:
         if not self.ready.is_set():
             return SlotState.UNKNOWN

@@ -211,6 +211,7 @@ class Ejector:
             + core.config.eject_resolve_margin_s,
         )
         core.waiters[request.token] = run.waiter
+        core.hasten_events(link)
         slot.phase = SlotState.EJECTING
         # "eject started" is published after the first UNLOCK exchange (see
         # _unlock_and_follow): the sink may commit to storage, and that must not delay the
@@ -250,6 +251,7 @@ class Ejector:
         )
 
         core.waiters[request.token] = run.waiter
+        core.hasten_events(link)
         result: EjectResult | None
         try:
             result = self._from_token_state(run, status, rebooted=False)

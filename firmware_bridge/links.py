@@ -41,6 +41,7 @@ class BoardLink:
     last_dropped: int | None = None  # EventBatch.dropped of the current boot
     last_event_id: int = 0  # highest event id handed on in the current boot
     next_events_at: float = 0.0
+    active_until: float = 0.0  # events are polled at the short interval until then
     next_status_at: float = 0.0
     next_bank_at: float = 0.0
     bank_cursor: int = 0

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 
-from firmware_bridge.board_events import BoardEventHandler, enable_charging, read_bank
+from firmware_bridge.board_events import (
+    BoardEventHandler,
+    enable_charging,
+    read_bank,
+    read_banks,
+)
 from firmware_bridge.clock import wait_event
 from firmware_bridge.core import BridgeCore
 from firmware_bridge.errors import BoardRejectedError, BridgeError, PortError, SinkError
 from firmware_bridge.events import BankRemoved, BankReturned, FaultRaised
 from firmware_bridge.links import BoardLink
 from firmware_bridge.model import CHARGING_STATES, SlotModel
-from firmware_bridge.results import BoardEventKey
+from firmware_bridge.results import BankInfo, BoardEventKey
 from firmware_bridge.store import EventWatermark
 from protocol.cabinet import FaultKind, LinkState
 from protocol.slotbus import (
+    Capability,
     ChargingRequest,
     Command,
     Empty,
@@ -28,7 +35,7 @@ from protocol.slotbus import (
     SlotsStatus,
     bank_id_hex,
 )
-from protocol.slotbus.constants import MAX_EVENTS_PER_READ
+from protocol.slotbus.constants import MAX_BANKS_PER_READ, MAX_EVENTS_PER_READ
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +45,60 @@ COOL_DOWN_C = 15.0
 Job = Callable[[], Awaitable[None]]
 
 
+BURST_S = 0.1
+"""Bus time, in seconds, that poll jobs may use back to back before the budget paces them."""
+
 SINK_RETRY_S = 5.0
 """Pause after the sink failed to take an event (for example a full outbox)."""
+
+
+def next_tick(now: float, interval: float) -> float:
+    """Return the first multiple of `interval` after `now`.
+
+    Recurring polls of all boards land on the same ticks and run back to back, so an idle
+    gateway wakes up once per tick instead of once per board and job.
+    """
+    return (math.floor(now / interval) + 1) * interval
+
+
+class PollBudget:
+    """A token bucket that keeps polls to `share` of the bus time over the long run.
+
+    Credit, in seconds of bus time, grows at `share` per second up to BURST_S, and each poll
+    job spends the time it held the bus. Jobs wait only while the credit is negative, so a
+    round of polls of every board runs back to back.
+    """
+
+    def __init__(self, share: float, now: float) -> None:
+        self._share = share
+        self._credit = BURST_S
+        self._updated = now
+
+    def _refill(self, now: float) -> None:
+        self._credit = min(BURST_S, self._credit + (now - self._updated) * self._share)
+        self._updated = now
+
+    def spend(self, busy_s: float, now: float) -> None:
+        if self._share >= 1.0:
+            return
+        self._refill(now)
+        self._credit -= busy_s
+
+    def available_at(self, now: float) -> float:
+        """Return when the next poll job may start."""
+        if self._share >= 1.0:
+            return now
+        self._refill(now)
+        if self._credit >= 0:
+            return now
+        return now - self._credit / self._share
 
 
 class Poller:
     def __init__(self, core: BridgeCore) -> None:
         self._core = core
         self._events = BoardEventHandler(core)
+        self._budget = PollBudget(core.config.bus_budget, core.clock.monotonic())
         self.watermarks: dict[int, EventWatermark] = {}
 
     async def run(self) -> None:
@@ -56,10 +109,11 @@ class Poller:
                 continue
             now = core.clock.monotonic()
             due, job = self._next_job(now)
+            due = max(due, self._budget.available_at(now))
             if due > now:
                 await self._wait_wakeup(due - now)
                 continue
-            started = core.clock.monotonic()
+            started = now
             try:
                 await job()
             except PortError as exc:
@@ -73,10 +127,7 @@ class Poller:
             except BridgeError as exc:
                 logger.debug("poll failed: %s", exc)
             self._check_ready()
-            busy = core.clock.monotonic() - started
-            budget = core.config.bus_budget
-            if budget < 1.0 and busy > 0:
-                await core.clock.sleep(busy * (1.0 - budget) / budget)
+            self._budget.spend(core.clock.monotonic() - started, core.clock.monotonic())
 
     async def _wait_wakeup(self, seconds: float | None) -> None:
         core = self._core
@@ -139,8 +190,9 @@ class Poller:
         now = core.clock.monotonic()
         link.next_events_at = now
         link.next_bank_at = now
+        link.active_until = now + core.config.idle_after_s
         await self.poll_status(link)
-        await self.poll_events(link)
+        await self.poll_events(link, identified=True)
 
     async def apply_identity(self, link: BoardLink, identity: Identity) -> None:
         """Take a board's identity; a new boot_count or board_id starts a new event sequence."""
@@ -186,14 +238,21 @@ class Poller:
             if waiter.slot.board == link.address and not waiter.future.done():
                 waiter.future.set_result(None)  # the eject must find out for itself
 
-    async def poll_events(self, link: BoardLink) -> None:
-        """Read latched events, hand each on, then acknowledge what was handed on."""
+    async def poll_events(self, link: BoardLink, *, identified: bool = False) -> None:
+        """Read latched events, hand each on, then acknowledge what was handed on.
+
+        `identified` is true when IDENTIFY was answered just before, so a BOARD_BOOT event
+        of the same boot needs no second IDENTIFY.
+        """
         core = self._core
         batch = await core.request(link, Command.READ_EVENTS, EventsRequest(MAX_EVENTS_PER_READ))
         if not isinstance(batch, EventBatch):
             return
         rebooted = link.identity is None or batch.boot_count != link.identity.boot_count & 0xFFFF
-        if rebooted or any(event.kind is EventKind.BOARD_BOOT for event in batch.events):
+        booted = any(event.kind is EventKind.BOARD_BOOT for event in batch.events)
+        # A BOARD_BOOT event may also come from a board swapped in at this address, so it
+        # is checked with IDENTIFY unless that just happened.
+        if rebooted or (booted and not identified):
             identity = await core.request(link, Command.IDENTIFY, Empty())
             if isinstance(identity, Identity):
                 await self.apply_identity(link, identity)
@@ -217,10 +276,24 @@ class Poller:
         await self._charge_returned(link)
 
         now = core.clock.monotonic()
+        if batch.events:
+            link.active_until = now + core.config.idle_after_s
         drained = batch.pending <= len(batch.events)
-        link.next_events_at = now if not drained else now + core.config.event_poll_interval_s
+        link.next_events_at = now if not drained else now + self._events_interval(link, now)
         if drained and link.reconcile_needed:
             await self.poll_status(link)
+
+    def _events_interval(self, link: BoardLink, now: float) -> float:
+        """Poll a board's events often while it is busy, and less often once it is quiet.
+
+        A board is busy for `idle_after_s` after its last event and while an eject on one of
+        its slots runs. Events wait on the board until read, so a quiet board loses nothing;
+        only the delay of the first event after a quiet spell grows.
+        """
+        config = self._core.config
+        if now < link.active_until or self._core.ejecting_on(link.address):
+            return config.event_poll_interval_s
+        return next_tick(now, config.idle_event_poll_interval_s) - now
 
     async def _charge_returned(self, link: BoardLink) -> None:
         while link.charge_on_pending:
@@ -262,11 +335,12 @@ class Poller:
         )
 
     async def poll_status(self, link: BoardLink) -> None:
-        """IDENTIFY (to notice reboots) and GET_SLOTS; rebuild the slots when events were lost."""
+        """Read GET_SLOTS; rebuild the slots when events were lost.
+
+        Reboots need no IDENTIFY here: every READ_EVENTS reply carries the boot count, and a
+        board that booted has a BOARD_BOOT event queued.
+        """
         core = self._core
-        identity = await core.request(link, Command.IDENTIFY, Empty())
-        if isinstance(identity, Identity):
-            await self.apply_identity(link, identity)
         status = await core.request(link, Command.GET_SLOTS, Empty())
         if not isinstance(status, SlotsStatus):
             return
@@ -276,7 +350,7 @@ class Poller:
         for record in status.slots:
             core.model.apply_status(link, record, now)
         link.status_read = True
-        link.next_status_at = now + core.config.status_interval_s
+        link.next_status_at = next_tick(now, core.config.status_interval_s)
         await core.publish("status read")
 
     async def _reconcile(self, link: BoardLink, status: SlotsStatus, now: float) -> None:
@@ -335,22 +409,41 @@ class Poller:
             await self._read_and_control(link, slot)
 
     async def read_next_bank(self, link: BoardLink) -> None:
-        """Read the next occupied slot's bank data, round robin."""
+        """Read bank data: the whole board with GET_BANKS, else the next occupied slot."""
         core = self._core
+        if link.identity is not None and link.identity.capabilities & Capability.BANK_BATCH:
+            link.next_bank_at = next_tick(core.clock.monotonic(), core.config.bank_interval_s)
+            await self._read_board_banks(link)
+            return
         slots = [s for s in core.model.board_slots(link) if s.present]
         interval = core.config.bank_interval_s / max(1, link.slot_count)
-        link.next_bank_at = core.clock.monotonic() + interval
+        link.next_bank_at = next_tick(core.clock.monotonic(), interval)
         if not slots:
             return
         link.bank_cursor = (link.bank_cursor + 1) % len(slots)
         await self._read_and_control(link, slots[link.bank_cursor])
 
+    async def _read_board_banks(self, link: BoardLink) -> None:
+        core = self._core
+        if not any(slot.present for slot in core.model.board_slots(link)):
+            return
+        for first in range(1, link.slot_count + 1, MAX_BANKS_PER_READ):
+            count = min(MAX_BANKS_PER_READ, link.slot_count - first + 1)
+            for slot, info in await read_banks(core, link, first, count):
+                await self._control_temperature(link, slot, info)
+        await core.publish("bank data read")
+
     async def _read_and_control(self, link: BoardLink, slot: SlotModel) -> None:
         """Read bank data and switch charging off above the overheat limit, on when cool again."""
+        info = await read_bank(self._core, link, slot)
+        await self._core.publish("bank data read")
+        if info is not None:
+            await self._control_temperature(link, slot, info)
+
+    async def _control_temperature(self, link: BoardLink, slot: SlotModel, info: BankInfo) -> None:
+        """Switch charging off at the overheat limit, and on again once the bank cooled down."""
         core = self._core
-        info = await read_bank(core, link, slot)
-        await core.publish("bank data read")
-        if info is None or info.temperature_c is None or slot.status is None:
+        if info.temperature_c is None or slot.status is None:
             return
         limit = core.config.overheat_limit_c
         charging = slot.status.charging in CHARGING_STATES

@@ -63,6 +63,9 @@ class SerialLink:
         self._error: PortLostError | None = None
         self._closed = False
         self._loop.add_reader(self._fd, self._on_readable)
+        self._check_timer: asyncio.TimerHandle | None = None
+        if url.startswith("/"):
+            self._check_timer = self._loop.call_later(check_interval_s, self._check_device)
 
     @property
     def description(self) -> str:
@@ -94,22 +97,25 @@ class SerialLink:
                 raise self._error
             if self._closed:
                 raise PortLostError(f"{self._url} is closed")
-            # asyncio.timeout, not wait_for: in Python 3.11 wait_for can lose a cancellation
-            # that arrives together with the data.
-            try:
-                async with asyncio.timeout(self._check_interval_s):
-                    await self._readable.wait()
-            except TimeoutError:
-                self._check_device()
+            await self._readable.wait()
             self._readable.clear()
         data = bytes(self._received)
         self._received.clear()
         return data
 
     def _check_device(self) -> None:
-        """Notice a device node that vanished without a read error (some USB adapters)."""
-        if self._url.startswith("/") and not os.path.exists(self._url):
+        """Notice a device node that vanished without a read error (some USB adapters).
+
+        Runs on a timer every `check_interval_s` while the link is open, so that a read
+        needs no timeout of its own.
+        """
+        self._check_timer = None
+        if self._closed or self._error is not None:
+            return
+        if not os.path.exists(self._url):
             self._fail(PortLostError(f"{self._url} no longer exists"))
+            return
+        self._check_timer = self._loop.call_later(self._check_interval_s, self._check_device)
 
     async def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -145,6 +151,9 @@ class SerialLink:
         if self._closed:
             return
         self._closed = True
+        if self._check_timer is not None:
+            self._check_timer.cancel()
+            self._check_timer = None
         self._loop.remove_reader(self._fd)
         self._readable.set()
         with contextlib.suppress(OSError, serial.SerialException):
