@@ -74,6 +74,8 @@ def json_depth_exceeds(text: str, max_depth: int) -> bool:
 
     Runs before `json.loads`, whose recursion a hostile payload could exhaust.
     """
+    if text.count("[") + text.count("{") <= max_depth:
+        return False  # too few brackets to nest that deep, even inside strings
     depth = 0
     in_string = False
     escaped = False

@@ -139,9 +139,13 @@ class CommandRunner:
         token = accepted.unlock_token
         self.contexts[token] = EjectContext(accepted.command_id, order_id)
         self._store.open_order(
-            order_id, "rent", command_id=accepted.command_id, slot=command.slot, at=self._wall()
+            order_id,
+            "rent",
+            command_id=accepted.command_id,
+            slot=command.slot,
+            at=self._wall(),
+            step=("received", accepted.command_id),
         )
-        self._store.add_order_step(order_id, self._wall(), "received", accepted.command_id)
         logger.info(
             "eject command %s order %s slot %s token %08x",
             accepted.command_id,
@@ -191,9 +195,13 @@ class CommandRunner:
         self.contexts[pending.unlock_token] = EjectContext(pending.command_id, order_id)
         deadline = self._deadline_after_restart(body.deadline.timestamp())
         self._store.open_order(
-            order_id, "rent", command_id=pending.command_id, slot=command.slot, at=self._wall()
+            order_id,
+            "rent",
+            command_id=pending.command_id,
+            slot=command.slot,
+            at=self._wall(),
+            step=("resumed_after_restart", ""),
         )
-        self._store.add_order_step(order_id, self._wall(), "resumed_after_restart")
         result = await self._bridge.resolve_eject(
             command.slot, pending.unlock_token, deadline=deadline
         )

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from firmware_bridge import EventWatermark
 
 BUSY_TIMEOUT_MS = 5000
@@ -95,6 +93,16 @@ class OrderRow:
     steps: tuple[tuple[float, str, str], ...]
 
 
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch the database to WAL mode; raise when SQLite keeps another journal mode."""
+    (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    if str(mode).lower() != "wal":
+        raise sqlite3.OperationalError(
+            f"SQLite kept journal mode {mode!r} instead of WAL; the state directory must be on "
+            "a local file system that supports shared memory"
+        )
+
+
 class GatewayStore:
     """The daemon's tables; also the bridge's `BridgeStore`."""
 
@@ -102,20 +110,30 @@ class GatewayStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-        self._db = sqlite_utils.Database(self._conn)
-        self._db.enable_wal()
+        _enable_wal(self._conn)
         self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self._conn.executescript(SCHEMA)
         self._occupancy: dict[int, tuple[bool, str | None]] = {}
+        self._durable: bool | None = None  # PRAGMA synchronous last set: FULL, NORMAL, unset
 
     def close(self) -> None:
         self._conn.close()
 
     def _write(self, sql: str, params: tuple[Any, ...], *, durable: bool = False) -> None:
-        self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+        self._write_all([(sql, params)], durable=durable)
+
+    def _write_all(
+        self, statements: list[tuple[str, tuple[Any, ...]]], *, durable: bool = False
+    ) -> None:
+        """Run `statements` in one transaction; `durable` commits with an fsync."""
+        if durable is not self._durable:
+            # PRAGMA synchronous is per connection, so it is set only when it changes.
+            self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            self._durable = durable
         self._conn.execute("BEGIN IMMEDIATE")
         try:
-            self._conn.execute(sql, params)
+            for sql, params in statements:
+                self._conn.execute(sql, params)
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
@@ -202,14 +220,36 @@ class GatewayStore:
     # Orders: the evidence of each rent and return
 
     def open_order(
-        self, order_id: str, kind: str, *, command_id: str | None, slot: int | None, at: float
+        self,
+        order_id: str,
+        kind: str,
+        *,
+        command_id: str | None,
+        slot: int | None,
+        at: float,
+        step: tuple[str, str] | None = None,
     ) -> None:
-        self._write(
-            "INSERT OR IGNORE INTO orders (order_id, kind, command_id, slot, created_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (order_id, kind, command_id, slot, at),
-            durable=True,
-        )
+        """Create an order unless it exists, with its first `step` (name, detail) if given.
+
+        Not durable: a power loss may lose the row, so a command resumed after a restart
+        opens its order again. The command store's durable record guards against a second
+        eject, not this row.
+        """
+        statements: list[tuple[str, tuple[Any, ...]]] = [
+            (
+                "INSERT OR IGNORE INTO orders (order_id, kind, command_id, slot, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (order_id, kind, command_id, slot, at),
+            )
+        ]
+        if step is not None:
+            statements.append(
+                (
+                    "INSERT INTO order_steps (order_id, at, step, detail) VALUES (?, ?, ?, ?)",
+                    (order_id, at, *step),
+                )
+            )
+        self._write_all(statements)
 
     def update_order(self, order_id: str, **fields: Any) -> None:
         allowed = {
