@@ -20,13 +20,12 @@ from firmware_bridge.errors import (
 )
 from firmware_bridge.events import EventSink, FaultRaised
 from firmware_bridge.links import BoardLink, backoff_delay
-from firmware_bridge.model import SlotModel, snapshot_board
+from firmware_bridge.model import SlotModel
 from firmware_bridge.poller import Poller
 from firmware_bridge.results import EjectResult, SelfTestReport
-from firmware_bridge.snapshot import CabinetSnapshot
-from firmware_bridge.stats import BusStats
 from firmware_bridge.store import BridgeStore
 from firmware_bridge.transport import ByteLink, PortOpener, open_link
+from firmware_bridge.views import CabinetViews
 from protocol.cabinet import EjectFailReason, EjectRejectReason, FaultKind, LinkState
 from protocol.slotbus import (
     ChargingRequest,
@@ -43,7 +42,7 @@ from protocol.slotbus import (
 logger = logging.getLogger(__name__)
 
 
-class Bridge:
+class Bridge(CabinetViews):
     """The only owner of the slot bus; see docs/firmware-bridge.md for states and guarantees."""
 
     def __init__(
@@ -139,37 +138,6 @@ class Bridge:
         for board in core.links:
             await core.emit_link_change(board, board.mark_offline("serial port lost"))
         await core.publish("serial port lost")
-
-    async def wait_ready(self, timeout: float) -> None:  # noqa: ASYNC109 (public API)
-        """Wait until every board was read once or found offline; raise TimeoutError."""
-        async with asyncio.timeout(timeout):
-            await self._core.ready.wait()
-
-    def snapshot(self) -> CabinetSnapshot:
-        core = self._core
-        now = self._clock.monotonic()
-        model = core.model
-        return CabinetSnapshot(
-            port_open=core.port_open,
-            boards=tuple(snapshot_board(link) for link in core.links),
-            slots=tuple(model.snapshot_slot(slot, now) for slot in model.slots),
-            stock=model.stock(now),
-            at=self._clock.wall(),
-        )
-
-    def occupancy(self) -> dict[int, tuple[bool, str | None]]:
-        """Return, per global slot whose presence is known, (bank present, bank id).
-
-        The caller saves it and gives it back through `BridgeStore.load_occupancy`.
-        """
-        return {
-            slot.slot: (slot.present, slot.bank_id if slot.present else None)
-            for slot in self._core.model.slots
-            if slot.present is not None
-        }
-
-    def stats(self) -> BusStats:
-        return self._core.bus.stats(tuple(link.address for link in self._core.links))
 
     async def eject(
         self,

@@ -86,24 +86,89 @@ def check_arguments(token: int, window_s: int) -> None:
         )
 
 
+def eject_result(
+    core: BridgeCore, request: EjectRequest, slot: SlotModel | None, **fields: object
+) -> EjectResult:
+    """Build the result of `request`, stamped with the core's wall clock."""
+    return EjectResult(
+        token=request.token,
+        slot=slot.slot if slot is not None else None,
+        finished_at=core.clock.wall(),
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def rejected(
+    core: BridgeCore, request: EjectRequest, slot: SlotModel | None, reason: EjectRejectReason
+) -> EjectResult:
+    return eject_result(core, request, slot, outcome=EjectOutcome.REJECTED, reject_reason=reason)
+
+
+def failed(
+    core: BridgeCore,
+    request: EjectRequest,
+    slot: SlotModel | None,
+    reason: EjectFailReason,
+    *,
+    uncertain: bool = False,
+    detail: str = "",
+) -> EjectResult:
+    return eject_result(
+        core,
+        request,
+        slot,
+        outcome=EjectOutcome.FAILED,
+        fail_reason=reason,
+        uncertain=uncertain,
+        detail=detail,
+    )
+
+
+def choose_slot(
+    core: BridgeCore, request: EjectRequest, number: int | None
+) -> tuple[SlotModel | None, EjectResult | None]:
+    """Pick and check the slot without touching the line.
+
+    Return the slot, or the rejection or failure that ends the eject (then the slot is None).
+    Every driver runs these checks, so an eject is rejected for the same reasons whatever the
+    slot hardware's protocol.
+    """
+    now = core.clock.monotonic()
+    if request.deadline is not None and now >= request.deadline:
+        return None, rejected(core, request, None, EjectRejectReason.EXPIRED)
+    if number is None:
+        slot = core.model.best_slot(now)
+        if slot is None:
+            return None, rejected(core, request, None, EjectRejectReason.NO_RENTABLE_BANK)
+    else:
+        found = core.model.slot(number)
+        if found is None:
+            return None, rejected(core, request, None, EjectRejectReason.UNKNOWN_SLOT)
+        slot = found
+    if slot.phase is not None or any(w.slot is slot for w in core.waiters.values()):
+        return None, rejected(core, request, slot, EjectRejectReason.SLOT_BUSY)
+    if slot.disabled_reason is not None and not request.maintenance:
+        return None, rejected(core, request, slot, EjectRejectReason.SLOT_DISABLED)
+    link = core.model.link_of(slot)
+    if link.state is LinkState.OFFLINE or not core.port_open:
+        detail = link.reason if core.port_open else "serial port is not open"
+        return None, failed(core, request, slot, EjectFailReason.BOARD_OFFLINE, detail=detail)
+    if not request.maintenance:
+        if slot.present is False:
+            return None, rejected(core, request, slot, EjectRejectReason.SLOT_EMPTY)
+        if not core.model.rentable(slot, now):
+            return None, rejected(core, request, slot, EjectRejectReason.SLOT_NOT_RENTABLE)
+    return slot, None
+
+
 class Ejector:
     def __init__(self, core: BridgeCore) -> None:
         self._core = core
 
-    def _result(
-        self, request: EjectRequest, slot: SlotModel | None, **fields: object
-    ) -> EjectResult:
-        return EjectResult(
-            token=request.token,
-            slot=slot.slot if slot is not None else None,
-            finished_at=self._core.clock.wall(),
-            **fields,  # type: ignore[arg-type]
-        )
-
     def reject(
         self, request: EjectRequest, slot: SlotModel | None, reason: EjectRejectReason
     ) -> EjectResult:
-        return self._result(request, slot, outcome=EjectOutcome.REJECTED, reject_reason=reason)
+        return rejected(self._core, request, slot, reason)
 
     def fail(
         self,
@@ -114,46 +179,12 @@ class Ejector:
         uncertain: bool = False,
         detail: str = "",
     ) -> EjectResult:
-        return self._result(
-            request,
-            slot,
-            outcome=EjectOutcome.FAILED,
-            fail_reason=reason,
-            uncertain=uncertain,
-            detail=detail,
-        )
+        return failed(self._core, request, slot, reason, uncertain=uncertain, detail=detail)
 
     def choose_slot(
         self, request: EjectRequest, number: int | None
     ) -> tuple[SlotModel | None, EjectResult | None]:
-        """Pick and check the slot; return it, or the rejection or failure that ends the eject."""
-        core = self._core
-        now = core.clock.monotonic()
-        if request.deadline is not None and now >= request.deadline:
-            return None, self.reject(request, None, EjectRejectReason.EXPIRED)
-        if number is None:
-            slot = core.model.best_slot(now)
-            if slot is None:
-                return None, self.reject(request, None, EjectRejectReason.NO_RENTABLE_BANK)
-        else:
-            found = core.model.slot(number)
-            if found is None:
-                return None, self.reject(request, None, EjectRejectReason.UNKNOWN_SLOT)
-            slot = found
-        if slot.phase is not None or any(w.slot is slot for w in core.waiters.values()):
-            return None, self.reject(request, slot, EjectRejectReason.SLOT_BUSY)
-        if slot.disabled_reason is not None and not request.maintenance:
-            return None, self.reject(request, slot, EjectRejectReason.SLOT_DISABLED)
-        link = core.model.link_of(slot)
-        if link.state is LinkState.OFFLINE or not core.port_open:
-            detail = link.reason if core.port_open else "serial port is not open"
-            return None, self.fail(request, slot, EjectFailReason.BOARD_OFFLINE, detail=detail)
-        if not request.maintenance:
-            if slot.present is False:
-                return None, self.reject(request, slot, EjectRejectReason.SLOT_EMPTY)
-            if not core.model.rentable(slot, now):
-                return None, self.reject(request, slot, EjectRejectReason.SLOT_NOT_RENTABLE)
-        return slot, None
+        return choose_slot(self._core, request, number)
 
     async def run(self, request: EjectRequest, number: int | None) -> EjectResult:
         """Eject once per token: a repeated token returns the first outcome without acting."""
@@ -408,7 +439,8 @@ class Ejector:
             return None
         if state is TokenState.UNKNOWN:
             return self._uncertain(run, EjectFailReason.BOARD_ERROR) if rebooted else None
-        taken = self._result(
+        taken = eject_result(
+            self._core,
             request,
             slot,
             outcome=EjectOutcome.TAKEN,

@@ -10,22 +10,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from firmware_bridge.clock import Clock, SystemClock
 from firmware_bridge.config import BridgeConfig
 from firmware_bridge.core import BridgeCore
-from firmware_bridge.eject import check_arguments
+from firmware_bridge.eject import EjectRequest, check_arguments, choose_slot, failed, rejected
 from firmware_bridge.errors import BridgeError, PortError, PortLostError, UnknownSlotError
 from firmware_bridge.events import EjectFinished, EventSink, FaultRaised
 from firmware_bridge.links import backoff_delay
-from firmware_bridge.model import SlotModel, snapshot_board
+from firmware_bridge.model import SlotModel
 from firmware_bridge.results import EjectResult
-from firmware_bridge.snapshot import CabinetSnapshot
-from firmware_bridge.stats import BusStats
 from firmware_bridge.store import BridgeStore
 from firmware_bridge.transport import ByteLink, PortOpener, open_link
-from protocol.cabinet import EjectFailReason, EjectOutcome, EjectRejectReason, FaultKind, LinkState
+from firmware_bridge.views import CabinetViews
+from protocol.cabinet import EjectFailReason, EjectRejectReason, FaultKind
 
 logger = logging.getLogger(__name__)
 
@@ -34,15 +32,7 @@ class UnsupportedCommandError(BridgeError):
     """The slot hardware's protocol has no such command."""
 
 
-@dataclass(frozen=True, slots=True)
-class EjectOrder:
-    token: int
-    window_s: int
-    deadline: float | None
-    maintenance: bool
-
-
-class DriverBase:
+class DriverBase(CabinetViews):
     """State, port supervision and the read-only API common to every field-protocol driver."""
 
     def __init__(
@@ -120,36 +110,6 @@ class DriverBase:
             await core.emit_link_change(link, link.mark_offline(reason))
         await core.publish(reason)
 
-    # Read-only API, as the native bridge has it
-
-    async def wait_ready(self, timeout: float) -> None:  # noqa: ASYNC109 (public API)
-        """Wait until every board was read once or found offline; raise TimeoutError."""
-        async with asyncio.timeout(timeout):
-            await self._core.ready.wait()
-
-    def snapshot(self) -> CabinetSnapshot:
-        core = self._core
-        now = self._clock.monotonic()
-        model = core.model
-        return CabinetSnapshot(
-            port_open=core.port_open,
-            boards=tuple(snapshot_board(link) for link in core.links),
-            slots=tuple(model.snapshot_slot(slot, now) for slot in model.slots),
-            stock=model.stock(now),
-            at=self._clock.wall(),
-        )
-
-    def occupancy(self) -> dict[int, tuple[bool, str | None]]:
-        """Return, per global slot whose presence is known, (bank present, bank id)."""
-        return {
-            slot.slot: (slot.present, slot.bank_id if slot.present else None)
-            for slot in self._core.model.slots
-            if slot.present is not None
-        }
-
-    def stats(self) -> BusStats:
-        return self._core.bus.stats(tuple(link.address for link in self._core.links))
-
     async def set_slot_disabled(self, slot: int, disabled: bool, reason: str) -> None:
         """Disable or enable a slot for renting; the store keeps it across restarts."""
         found = self._core.model.slot(slot)
@@ -163,72 +123,31 @@ class DriverBase:
 
     def _order(
         self, token: int, window_s: int | None, deadline: float | None, maintenance: bool
-    ) -> EjectOrder:
-        order = EjectOrder(token, window_s or self._config.unlock_window_s, deadline, maintenance)
+    ) -> EjectRequest:
+        order = EjectRequest(token, window_s or self._config.unlock_window_s, deadline, maintenance)
         check_arguments(order.token, order.window_s)
         return order
 
-    def _result(self, order: EjectOrder, slot: SlotModel | None, **fields: object) -> EjectResult:
-        return EjectResult(
-            token=order.token,
-            slot=slot.slot if slot is not None else None,
-            finished_at=self._clock.wall(),
-            **fields,  # type: ignore[arg-type]
-        )
-
     def _reject(
-        self, order: EjectOrder, slot: SlotModel | None, reason: EjectRejectReason
+        self, order: EjectRequest, slot: SlotModel | None, reason: EjectRejectReason
     ) -> EjectResult:
-        return self._result(order, slot, outcome=EjectOutcome.REJECTED, reject_reason=reason)
+        return rejected(self._core, order, slot, reason)
 
     def _fail(
         self,
-        order: EjectOrder,
+        order: EjectRequest,
         slot: SlotModel | None,
         reason: EjectFailReason,
         *,
         uncertain: bool = False,
         detail: str = "",
     ) -> EjectResult:
-        return self._result(
-            order,
-            slot,
-            outcome=EjectOutcome.FAILED,
-            fail_reason=reason,
-            uncertain=uncertain,
-            detail=detail,
-        )
+        return failed(self._core, order, slot, reason, uncertain=uncertain, detail=detail)
 
     def _check_slot(
-        self, order: EjectOrder, number: int | None
+        self, order: EjectRequest, number: int | None
     ) -> tuple[SlotModel | None, EjectResult | None]:
-        """Pick and check the slot without touching the line, as the native eject does."""
-        core = self._core
-        now = self._clock.monotonic()
-        if order.deadline is not None and now >= order.deadline:
-            return None, self._reject(order, None, EjectRejectReason.EXPIRED)
-        if number is None:
-            slot = core.model.best_slot(now)
-            if slot is None:
-                return None, self._reject(order, None, EjectRejectReason.NO_RENTABLE_BANK)
-        else:
-            found = core.model.slot(number)
-            if found is None:
-                return None, self._reject(order, None, EjectRejectReason.UNKNOWN_SLOT)
-            slot = found
-        if slot.phase is not None:
-            return slot, self._reject(order, slot, EjectRejectReason.SLOT_BUSY)
-        if slot.disabled_reason is not None and not order.maintenance:
-            return slot, self._reject(order, slot, EjectRejectReason.SLOT_DISABLED)
-        link = core.model.link_of(slot)
-        if not core.port_open or link.state is LinkState.OFFLINE:
-            return slot, self._fail(order, slot, EjectFailReason.BOARD_OFFLINE)
-        if not order.maintenance:
-            if not slot.present:
-                return slot, self._reject(order, slot, EjectRejectReason.SLOT_EMPTY)
-            if not core.model.rentable(slot, now):
-                return slot, self._reject(order, slot, EjectRejectReason.SLOT_NOT_RENTABLE)
-        return slot, None
+        return choose_slot(self._core, order, number)
 
     async def _once(self, token: int, run: Callable[[], Awaitable[EjectResult]]) -> EjectResult:
         """Run an eject once per token: a finished token returns its result, a running one joins."""

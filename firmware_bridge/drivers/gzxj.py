@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from firmware_bridge.drivers.common import EjectOrder, UnsupportedCommandError
+from firmware_bridge.drivers.common import UnsupportedCommandError
 from firmware_bridge.drivers.gzxj_line import RENT_TIMEOUT_S, StationTimeoutError
 from firmware_bridge.drivers.gzxj_reports import GzxjReports
 from firmware_bridge.drivers.gzxj_slots import bank_present
+from firmware_bridge.eject import EjectRequest, eject_result
 from firmware_bridge.errors import NotConnectedError
 from firmware_bridge.events import FaultRaised
 from firmware_bridge.model import SlotModel
@@ -90,7 +91,7 @@ class GzxjDriver(GzxjReports):
         return await self._once(token, lambda: self._eject(order, slot, resolving=True))
 
     async def _eject(
-        self, order: EjectOrder, number: int | None, *, resolving: bool
+        self, order: EjectRequest, number: int | None, *, resolving: bool
     ) -> EjectResult:
         # A repeated rent skips the rentable check: its bank may have left with the first one.
         check = replace(order, maintenance=order.maintenance or resolving)
@@ -125,7 +126,7 @@ class GzxjDriver(GzxjReports):
     ) -> EjectResult:
         return replace(result, bank_id=result.bank_id or bank_id, charge=charge)
 
-    async def _confirm_rent(self, order: EjectOrder, slot: SlotModel) -> None:
+    async def _confirm_rent(self, order: EjectRequest, slot: SlotModel) -> None:
         """Send BR once the result is recorded; GZXJ has no reply to it."""
         if order.maintenance:
             return
@@ -135,14 +136,14 @@ class GzxjDriver(GzxjReports):
         except NotConnectedError:
             logger.info("eject token %d: BR not sent, the port closed", order.token)
 
-    def _rent_request(self, order: EjectOrder, slot: SlotModel) -> tuple[Command, Message]:
+    def _rent_request(self, order: EjectRequest, slot: SlotModel) -> tuple[Command, Message]:
         message_id = self.line.next_message_id()
         if order.maintenance:
             return Command.FA, ForceUnlockRequest(message_id, slot.slot)
         return Command.FB, RentSlotRequest(message_id, order.token, slot.slot)
 
     async def _rent(
-        self, order: EjectOrder, slot: SlotModel
+        self, order: EjectRequest, slot: SlotModel
     ) -> tuple[EjectResult, SlotModel | None, bool]:
         """Send the rent; return the result or the slot that opened, and whether a reply came.
 
@@ -186,7 +187,7 @@ class GzxjDriver(GzxjReports):
         return result, opened, False
 
     async def _rent_reply(
-        self, order: EjectOrder, slot: SlotModel, reply: Message
+        self, order: EjectRequest, slot: SlotModel, reply: Message
     ) -> tuple[EjectResult, SlotModel | None]:
         code = reply.result if isinstance(reply, RentReply | ForceUnlockReply) else -1
         meaning = rent_result(int(code))
@@ -198,7 +199,7 @@ class GzxjDriver(GzxjReports):
                 slot = opened
         if meaning.outcome is None:
             self._opened(slot)
-            return self._result(order, slot, outcome=EjectOutcome.TAKEN), slot
+            return eject_result(self._core, order, slot, outcome=EjectOutcome.TAKEN), slot
         if meaning.fault is not None:
             await self._core.emit(
                 FaultRaised(
@@ -210,7 +211,8 @@ class GzxjDriver(GzxjReports):
                     at=self._clock.wall(),
                 )
             )
-        result = self._result(
+        result = eject_result(
+            self._core,
             order,
             slot,
             outcome=meaning.outcome,
@@ -226,13 +228,13 @@ class GzxjDriver(GzxjReports):
         self._expected_open.add(slot.slot)
 
     async def _after_lost_reply(
-        self, order: EjectOrder, slot: SlotModel
+        self, order: EjectRequest, slot: SlotModel
     ) -> tuple[EjectResult, SlotModel | None]:
         """No reply to any attempt: an open lock shows that the rent ran."""
         record = await self._slot_record(slot)
         if record is not None and not record.locked:
             self._opened(slot)
-            return self._result(order, slot, outcome=EjectOutcome.TAKEN), slot
+            return eject_result(self._core, order, slot, outcome=EjectOutcome.TAKEN), slot
         detail = "the station did not reply to the rent"
         result = self._fail(order, slot, EjectFailReason.TIMEOUT, uncertain=True, detail=detail)
         return result, None
@@ -245,7 +247,7 @@ class GzxjDriver(GzxjReports):
         return next((record for record in report.slots if record.slot == slot.slot), None)
 
     async def _follow_take(
-        self, order: EjectOrder, slot: SlotModel, bank_id: str | None
+        self, order: EjectRequest, slot: SlotModel, bank_id: str | None
     ) -> EjectResult:
         """Decide TAKEN or NOT_TAKEN from AC reports once the sensors settled.
 
@@ -261,9 +263,11 @@ class GzxjDriver(GzxjReports):
             now = self._clock.monotonic()
             if record is not None and not bank_present(record):
                 slot.present, slot.bank_id, slot.bank = False, None, None
-                return self._result(order, slot, outcome=EjectOutcome.TAKEN, bank_id=bank_id)
+                return eject_result(
+                    self._core, order, slot, outcome=EjectOutcome.TAKEN, bank_id=bank_id
+                )
             if record is not None and (record.locked or now >= end):
-                return self._result(order, slot, outcome=EjectOutcome.NOT_TAKEN)
+                return eject_result(self._core, order, slot, outcome=EjectOutcome.NOT_TAKEN)
             if record is None and now >= give_up:
                 reason = EjectFailReason.BOARD_OFFLINE
                 detail = "the station stopped answering during the take window"

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from firmware_bridge.drivers.common import EjectOrder, UnsupportedCommandError
+from firmware_bridge.drivers.common import UnsupportedCommandError
 from firmware_bridge.drivers.s1tt_boards import S1ttBoards
+from firmware_bridge.eject import EjectRequest, eject_result
 from firmware_bridge.errors import BoardOfflineError, NotConnectedError, UnknownSlotError
 from firmware_bridge.links import BoardLink
 from firmware_bridge.model import SlotModel
@@ -83,7 +84,7 @@ class S1ttDriver(S1ttBoards):
         )
         return await self._finish(result, None)
 
-    async def _eject(self, order: EjectOrder, number: int | None) -> EjectResult:
+    async def _eject(self, order: EjectRequest, number: int | None) -> EjectResult:
         slot, early = self._check_slot(order, number)
         if early is not None:
             return await self._finish(early, None)
@@ -102,12 +103,12 @@ class S1ttDriver(S1ttBoards):
         return await self._finish(replace(result, bank_id=bank_id, charge=charge), slot)
 
     async def _unlock(
-        self, order: EjectOrder, link: BoardLink, slot: SlotModel
+        self, order: EjectRequest, link: BoardLink, slot: SlotModel
     ) -> tuple[EjectResult, bool]:
         """Send UNLOCK once; return the result, and whether the lock opened."""
         if order.deadline is not None and self._clock.monotonic() >= order.deadline:
             return self._reject(order, slot, EjectRejectReason.EXPIRED), False
-        placeholder = self._result(order, slot, outcome=EjectOutcome.TAKEN)
+        placeholder = eject_result(self._core, order, slot, outcome=EjectOutcome.TAKEN)
         try:
             reply = await self._request(link, Command.UNLOCK, SlotRef(slot.board_slot - 1))
         except BoardError as exc:
@@ -115,7 +116,9 @@ class S1ttDriver(S1ttBoards):
             detail = f"UNLOCK status {exc.raw_status}"
             outcome = meaning.outcome or EjectOutcome.FAILED
             fields = {"fail_reason": meaning.fail_reason, "reject_reason": meaning.reject_reason}
-            return self._result(order, slot, outcome=outcome, detail=detail, **fields), False
+            return eject_result(
+                self._core, order, slot, outcome=outcome, detail=detail, **fields
+            ), False
         except NotConnectedError:
             return self._fail(order, slot, EjectFailReason.BOARD_OFFLINE, uncertain=True), False
         if reply is not None:
@@ -129,7 +132,7 @@ class S1ttDriver(S1ttBoards):
         self._expected_open.add(slot.slot)
 
     async def _after_lost_reply(
-        self, order: EjectOrder, link: BoardLink, slot: SlotModel
+        self, order: EjectRequest, link: BoardLink, slot: SlotModel
     ) -> tuple[EjectResult, bool]:
         """Read SLOTS after a lost UNLOCK reply: an open lock shows that the UNLOCK ran.
 
@@ -138,7 +141,7 @@ class S1ttDriver(S1ttBoards):
         bits = await self._slot_bits(link, slot)
         if bits is not None and not bits.locked:
             self._opened(slot)
-            return self._result(order, slot, outcome=EjectOutcome.TAKEN), True
+            return eject_result(self._core, order, slot, outcome=EjectOutcome.TAKEN), True
         reason = EjectFailReason.TIMEOUT if bits is not None else EjectFailReason.BOARD_OFFLINE
         detail = "no reply to UNLOCK and the lock is shut; the UNLOCK is not repeated"
         return self._fail(order, slot, reason, uncertain=True, detail=detail), False
@@ -155,7 +158,7 @@ class S1ttDriver(S1ttBoards):
         return bits
 
     async def _follow_take(
-        self, order: EjectOrder, link: BoardLink, slot: SlotModel, bank_id: str | None
+        self, order: EjectRequest, link: BoardLink, slot: SlotModel, bank_id: str | None
     ) -> EjectResult:
         """Decide TAKEN or NOT_TAKEN from SLOTS once the sensors settled (host-timed window)."""
         opened_at = self._clock.monotonic()
@@ -168,9 +171,11 @@ class S1ttDriver(S1ttBoards):
             if bits is not None and not bits.filled:
                 slot.present, slot.bank_id, slot.bank = False, None, None
                 self._banks.pop(slot.slot, None)
-                return self._result(order, slot, outcome=EjectOutcome.TAKEN, bank_id=bank_id)
+                return eject_result(
+                    self._core, order, slot, outcome=EjectOutcome.TAKEN, bank_id=bank_id
+                )
             if bits is not None and (bits.locked or now >= end):
-                return self._result(order, slot, outcome=EjectOutcome.NOT_TAKEN)
+                return eject_result(self._core, order, slot, outcome=EjectOutcome.NOT_TAKEN)
             if bits is None and now >= give_up:
                 detail = "the board stopped answering during the take window"
                 reason = EjectFailReason.BOARD_OFFLINE
