@@ -7,12 +7,15 @@ per command, is the gateway's latency plus one proxy hop and one pty hop. Comman
 a time to slots in turn. The bank is taken as soon as the UNLOCK arrives and put back after
 the result, so every slot stays rentable. The baseline is the broker's loopback latency, from
 a QoS 1 publish to its arrival at a subscriber on the same broker, measured in the same run.
+The summary also gives the latency of a one-row durable SQLite commit in the daemon's state
+directory, the step that the gateway must finish before every UNLOCK.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -129,6 +132,31 @@ async def broker_loopback(broker: Broker, samples: int) -> list[float]:
     return latencies
 
 
+def durable_commits(directory: Path, samples: int) -> list[float]:
+    """Return the seconds of `samples` one-row SQLite commits at synchronous=FULL in WAL mode.
+
+    The gateway commits one such row (the command store's record) before each UNLOCK, so that
+    a redelivered command never ejects twice; these figures are that step's floor on this disk.
+    """
+    path = directory / "fsync-probe.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("CREATE TABLE probe (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+        body = "x" * 300  # about the size of a stored command body
+        latencies = []
+        for _ in range(samples):
+            started = time.monotonic()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO probe (body) VALUES (?)", (body,))
+            conn.execute("COMMIT")
+            latencies.append(time.monotonic() - started)
+        return latencies
+    finally:
+        conn.close()
+
+
 def percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     rank = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
@@ -155,8 +183,8 @@ async def eject_once(
     return unlocked - arrived
 
 
-async def measure(work: Path, commands: int) -> tuple[list[float], list[float]]:
-    """Return the gateway latencies and the broker loopback latencies, in seconds."""
+async def measure(work: Path, commands: int) -> tuple[list[float], list[float], list[float]]:
+    """Return the gateway latencies, broker loopback latencies and durable commits, in seconds."""
     sim = SimConfig(
         boards=BOARDS,
         slots_per_board=SLOTS_PER_BOARD,
@@ -208,13 +236,13 @@ async def measure(work: Path, commands: int) -> tuple[list[float], list[float]]:
                     loopback = await broker_loopback(broker, commands)
             finally:
                 await asyncio.to_thread(gateway.close)
-    return latencies, loopback
+    return latencies, loopback, durable_commits(state, commands)
 
 
 def run(quick: bool) -> tuple[BenchResult, list[str]]:
     commands = QUICK_COMMANDS if quick else FULL_COMMANDS
     with tempfile.TemporaryDirectory(prefix="bench-command-") as workdir:
-        latencies, loopback = asyncio.run(measure(Path(workdir), commands))
+        latencies, loopback, commits = asyncio.run(measure(Path(workdir), commands))
 
     p50, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
     loop50, loop99 = percentile(loopback, 0.5) * 1000, percentile(loopback, 0.99) * 1000
@@ -225,6 +253,9 @@ def run(quick: bool) -> tuple[BenchResult, list[str]]:
         f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {max(latencies) * 1000:.2f} ms",
         f"  broker loopback, QoS 1 publish -> subscriber: p50 {loop50:.2f} ms, "
         f"p99 {loop99:.2f} ms ({len(loopback)} messages)",
+        f"  one-row SQLite commit at synchronous=FULL in the state directory (the durable "
+        f"command record before each UNLOCK): p50 {percentile(commits, 0.5) * 1000:.2f} ms, "
+        f"p99 {percentile(commits, 0.99) * 1000:.2f} ms ({len(commits)} commits)",
     ]
     result = BenchResult(
         name="command",
