@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from gateway import cli_daemon, cli_diag
-from gateway.cli_diag import TranslatedGroup
+from gateway.cli_help import TranslatedGroup
 
 app = typer.Typer(
     cls=TranslatedGroup,

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from cloud_link import CommandResult
-from gateway.cli_diag import TranslatedCommand, TranslatedGroup
+from gateway.cli_help import TranslatedCommand, TranslatedGroup
 from gateway.cloudtool import (
     AnyCommand,
     BrokerAddress,

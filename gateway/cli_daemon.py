@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from gateway.cli_diag.session import LangOption
+from gateway.cli_options import LangOption
 from gateway.config import (
     DEFAULT_CONFIG_PATH,
     EXAMPLE_CONFIG_PATH,
@@ -33,6 +32,8 @@ ConfigOption = Annotated[
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
+    from rich.console import Console  # imported late: `run` keeps rich out of the daemon
+
     Console(stderr=True).print(f"[red]{message}[/]", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
@@ -85,6 +86,8 @@ def config_check(config: ConfigOption = DEFAULT_CONFIG_PATH, lang: LangOption = 
     if problems:
         heading = _("Invalid configuration in {source}:", source=str(config))
         raise _fail(heading + "\n  " + "\n  ".join(problems))
+    from rich.console import Console
+
     Console().print(
         _(
             "Configuration {path} is valid: cabinet {cabinet}, {slots} slots on {boards} boards, "
@@ -121,6 +124,8 @@ def demo(  # noqa: PLR0917 (typer maps each parameter to an option)
     lang: LangOption = None,
 ) -> None:
     """Run a simulated cabinet, a broker, the gateway and a scripted cloud, and show them live."""
+    from rich.console import Console
+
     from gateway.cloudtool import BrokerUrlError
     from gateway.demo import DemoOptions, run_demo
 
@@ -167,16 +172,25 @@ SIM_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True, "help_o
 """Pass every argument of `sim`, `--help` included, to the simulator's own command line."""
 
 
+def register_run(app: typer.Typer) -> None:
+    """Add `run` to `app`; the entry point builds an app with only this command for the daemon."""
+    from gateway.cli_help import TranslatedCommand
+
+    app.command("run", cls=TranslatedCommand, help=N_("Run the gateway daemon (as systemd does)."))(
+        run
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add `run`, `config`, `demo`, `sim` and `cloud` to the top-level app."""
     from gateway.cli_cloud import cloud_app
-    from gateway.cli_diag import TranslatedCommand, TranslatedGroup
     from gateway.cli_frame import frame_app
+    from gateway.cli_help import TranslatedCommand, TranslatedGroup
 
     def command(name: str, help_text: str) -> Callable[[Callable[..., None]], Any]:
         return app.command(name, cls=TranslatedCommand, help=help_text)
 
-    command("run", N_("Run the gateway daemon (as systemd does)."))(run)
+    register_run(app)
     config_app = typer.Typer(cls=TranslatedGroup, no_args_is_help=True)
     config_app.command(
         "check",

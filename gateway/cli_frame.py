@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from gateway.cli_diag import TranslatedCommand, TranslatedGroup
+from gateway.cli_help import TranslatedCommand, TranslatedGroup
 from gateway.i18n import N_, _
 from protocol import gzxj, s1tt, slotbus
 from protocol.framedecode import PROTOCOLS, decode_frame, encode_frame

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import typer
 
 from gateway.cli_diag import commands
-from gateway.cli_diag.helptext import TranslatedCommand, TranslatedGroup
+from gateway.cli_help import TranslatedCommand, TranslatedGroup
 from gateway.i18n import N_
 
 # TranslatedCommand and TranslatedGroup are for other commands whose help is marked with N_().

@@ -20,12 +20,12 @@ from gateway.cli_diag.session import (
     EXIT_USAGE,
     ConfigOption,
     JsonOption,
-    LangOption,
     Session,
     SocketOption,
     open_session,
     reporting_errors,
 )
+from gateway.cli_options import LangOption
 from gateway.i18n import N_, _
 from protocol.cabinet import EjectOutcome
 

@@ -37,14 +37,6 @@ EXIT_USAGE = 2  # same code click uses for usage errors
 EXIT_NOT_RUNNING = 3  # no daemon, or no permission on its socket
 
 
-def _lang_callback(ctx: typer.Context, value: Language | None) -> Language | None:
-    # Eager, so that `--lang zh-CN --help` prints the help in Chinese.
-    if value is not None:
-        ctx.meta["gateway.lang"] = value
-        activate(value)
-    return value
-
-
 JsonOption = Annotated[
     bool, typer.Option("--json", help=N_("Print the reply as JSON for scripts and support."))
 ]
@@ -55,15 +47,6 @@ SocketOption = Annotated[
         envvar=SOCKET_ENV,
         help=N_("Path of the daemon's control socket."),
         show_default=False,
-    ),
-]
-LangOption = Annotated[
-    Language | None,
-    typer.Option(
-        "--lang",
-        is_eager=True,
-        callback=_lang_callback,
-        help=N_("Language of the output: zh-CN or en."),
     ),
 ]
 ConfigOption = Annotated[
