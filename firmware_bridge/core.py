@@ -170,8 +170,8 @@ class BridgeCore:
             await self.emit(
                 SlotStateChanged(slot=0, previous=previous, state=cabinet, reason=reason, at=wall)
             )
-        for slot in self.model.slots:
-            state = self.model.state(slot)
+        states = [(slot, self.model.state(slot)) for slot in self.model.slots]
+        for slot, state in states:
             if state is slot.reported_state:
                 continue
             previous, slot.reported_state = slot.reported_state, state
@@ -181,7 +181,7 @@ class BridgeCore:
                     slot=slot.slot, previous=previous, state=state, reason=reason, at=wall
                 )
             )
-        stock = self.model.stock(now)
+        stock = self.model.stock(now, states)
         if stock != self.model.reported_stock:
             self.model.reported_stock = stock
             await self.emit(

@@ -29,6 +29,8 @@ HEALTH_TREND_LENGTH = 8
 
 CHARGING_STATES = frozenset({ChargingState.CHARGING, ChargingState.TOPPING, ChargingState.WAITING})
 
+_IDENTIFIED_AND_SEATED = int(SlotFlag.ID_VALID | SlotFlag.BANK_SEATED)
+
 
 def bank_info(data: BankData) -> BankInfo:
     """Convert GET_BANK data; unreadable values become None."""
@@ -141,8 +143,11 @@ class CabinetModel:
         """Return `rentable` for a slot whose derived `state` the caller already has."""
         if state not in (SlotState.READY, SlotState.CHARGING) or slot.status is None:
             return False
-        flags = slot.status.flags
-        if not (flags & SlotFlag.ID_VALID and flags & SlotFlag.BANK_SEATED) or not slot.bank_id:
+        # Plain int arithmetic: IntFlag's & builds a flag object, and this runs for every slot
+        # on every state publish.
+        if int(slot.status.flags) & _IDENTIFIED_AND_SEATED != _IDENTIFIED_AND_SEATED:
+            return False
+        if not slot.bank_id:
             return False
         if now < slot.settle_until:
             return False
@@ -174,10 +179,14 @@ class CabinetModel:
 
         return min(candidates, key=rank)
 
-    def stock(self, now: float) -> StockCounts:
+    def stock(
+        self, now: float, states: list[tuple[SlotModel, SlotState]] | None = None
+    ) -> StockCounts:
+        """Count the slots by use; `states` are the derived states when the caller has them."""
         rentable = charging = empty = faulted = 0
-        for slot in self.slots:
-            state = self.state(slot)
+        if states is None:
+            states = [(slot, self.state(slot)) for slot in self.slots]
+        for slot, state in states:
             if self._rentable_in(slot, state, now):
                 rentable += 1
             elif state is SlotState.EMPTY:
