@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import math
 import os
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -65,7 +66,7 @@ class SerialLink:
         self._loop.add_reader(self._fd, self._on_readable)
         self._check_timer: asyncio.TimerHandle | None = None
         if url.startswith("/"):
-            self._check_timer = self._loop.call_later(check_interval_s, self._check_device)
+            self._schedule_check()
 
     @property
     def description(self) -> str:
@@ -115,7 +116,14 @@ class SerialLink:
         if not os.path.exists(self._url):
             self._fail(PortLostError(f"{self._url} no longer exists"))
             return
-        self._check_timer = self._loop.call_later(self._check_interval_s, self._check_device)
+        self._schedule_check()
+
+    def _schedule_check(self) -> None:
+        # On multiples of the interval, like the poller's idle ticks (the loop's clock is
+        # time.monotonic), so an idle gateway wakes up once for both.
+        interval = self._check_interval_s
+        when = (math.floor(self._loop.time() / interval) + 1) * interval
+        self._check_timer = self._loop.call_at(when, self._check_device)
 
     async def write(self, data: bytes) -> None:
         view = memoryview(data)
