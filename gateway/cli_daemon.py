@@ -182,10 +182,11 @@ def register_run(app: typer.Typer) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add `run`, `config`, `demo`, `sim` and `cloud` to the top-level app."""
+    """Add `run`, `config`, `store`, `demo`, `sim`, `cloud` and `frame` to the top-level app."""
     from gateway.cli_cloud import cloud_app
     from gateway.cli_frame import frame_app
     from gateway.cli_help import TranslatedCommand, TranslatedGroup
+    from gateway.cli_store import store_app
 
     def command(name: str, help_text: str) -> Callable[[Callable[..., None]], Any]:
         return app.command(name, cls=TranslatedCommand, help=help_text)
@@ -201,6 +202,9 @@ def register(app: typer.Typer) -> None:
         "example", cls=TranslatedCommand, help=N_("Print the commented example configuration.")
     )(config_example)
     app.add_typer(config_app, name="config", help=N_("Check or print the configuration."))
+    app.add_typer(
+        store_app, name="store", help=N_("Read the daemon's state file, also while it is stopped.")
+    )
     command("demo", N_("Run a simulated cabinet, a broker, the gateway and a scripted cloud."))(
         demo
     )
