@@ -92,6 +92,7 @@ class Board(BoardHardware):
         """Return the response to `frame`, or None when the board stays silent."""
         if frame.address != self.address or frame.is_response or not self.responsive:
             return None
+        self.sync_physics()
         handlers = self._handlers()
         spec = command_spec(frame.command_id)
         if spec is None or spec.command not in handlers:

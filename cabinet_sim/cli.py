@@ -67,6 +67,13 @@ def sim(
     pacing: Annotated[
         bool, typer.Option("--pacing/--no-pacing", help="Send bytes at the baud rate.")
     ] = True,
+    turnaround: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds from a request's last byte to the response, 0 (an ideal board) "
+            "to 0.005. Default 0.001."
+        ),
+    ] = None,
     users: Annotated[
         bool,
         typer.Option("--users/--no-users", help="Random renters and returners (default rates)."),
@@ -100,6 +107,7 @@ def sim(
         "slotbus_version": slotbus_version,
         "seed": seed,
         "pacing": pacing,
+        "turnaround_s": turnaround,
     }
     console = Console()
     options = RunOptions(

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from protocol.gzxj.constants import HOST_SILENCE_RESET_S, REPORT_INTERVAL_S
 from protocol.s1tt.constants import SLOTS_PER_BOARD as S1TT_SLOTS_PER_BOARD
 from protocol.slotbus.constants import (
     BAUD_RATE,
+    BOARD_TURNAROUND_S,
     MAX_ADDRESS,
     MAX_SLOTS_PER_BOARD,
     MIN_ADDRESS,
@@ -20,6 +21,8 @@ from protocol.slotbus.constants import (
 )
 
 MAX_CABINET_SLOTS = 48
+DEFAULT_TURNAROUND_S = 0.001
+"""Default of `SimConfig.turnaround_s`."""
 S1TT_MAX_ADDRESS = 0xFF
 
 WireProtocol = Literal["native", "gzxj", "s1tt"]
@@ -132,6 +135,12 @@ class SimConfig(_Model):
     baud_rate: int = Field(default=BAUD_RATE, gt=0)
     pacing: bool = True
     """Send bytes at the baud rate (10 bits per byte) instead of all at once."""
+    turnaround_s: float = DEFAULT_TURNAROUND_S
+    """Delay between a request's last byte and the response's first byte; 0 is an ideal board.
+
+    At most BOARD_TURNAROUND_S, the limit of the specification. UNLOCK and LOCK add
+    `lock_confirm_s`.
+    """
     stale_status_after_eject: bool = True
     """Show the pre-eject presence in GET_SLOTS until the sensors have settled."""
     lock_confirm_s: float = Field(default=0.0, ge=0, le=0.3)
@@ -150,6 +159,16 @@ class SimConfig(_Model):
     tested."""
     gzxj: GzxjConfig = GzxjConfig()
     s1tt: S1ttConfig = S1ttConfig()
+
+    @field_validator("turnaround_s")
+    @classmethod
+    def _check_turnaround(cls, value: float) -> float:
+        if not 0 <= value <= BOARD_TURNAROUND_S:
+            raise ValueError(
+                f"turnaround_s {value} is outside 0..{BOARD_TURNAROUND_S} s, the time within "
+                "which a slot-bus board must start its response after a request's last byte"
+            )
+        return value
 
     @model_validator(mode="after")
     def _check_layout(self) -> Self:

@@ -133,6 +133,9 @@ class GzxjStation:
                 self.stats.ignored += 1
                 logger.debug("gzxj station: frame ignored: %s", exc)
                 continue
+            # The station runs every slot, so every board reports current values.
+            for board in self.cabinet.boards.values():
+                board.sync_physics()
             reply = self._dispatch(decoded.body)
             if reply is not None:
                 replies.append(reply)

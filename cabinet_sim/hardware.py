@@ -59,6 +59,8 @@ class BoardHardware:
         self.tokens = TokenCache(config.token_cache_size)
         self.board_id = rng.getrandbits(64) or 1
         self.boot_count = 0
+        self.physics_time = timeline.now
+        """This board's charge and temperature are integrated up to this instant."""
         self.boot_time = timeline.now
         self.ready_at = timeline.now
         self.silent = False
@@ -73,6 +75,22 @@ class BoardHardware:
     @property
     def responsive(self) -> bool:
         return not self.silent and self.now >= self.ready_at
+
+    def sync_physics(self) -> None:
+        """Integrate this board's physics up to now.
+
+        Physics may lag behind the clock while the master talks (`Cabinet.receive`). A board
+        syncs before it handles a request, so that it reports current values, and before a
+        reboot, so that the change does not act on the interval that physics has not covered.
+        """
+        self.integrate_to(self.now)
+
+    def integrate_to(self, until: float) -> None:
+        """Integrate this board's physics up to `until`, in steps of at most physics_step_s."""
+        while self.physics_time < until:
+            target = min(self.physics_time + self.config.physics_step_s, until)
+            self.advance(target - self.physics_time)
+            self.physics_time = target
 
     def slot(self, number: int) -> Slot:
         try:
@@ -105,6 +123,7 @@ class BoardHardware:
 
     def boot(self, reason: BootReason, unresponsive_s: float = REBOOT_S) -> None:
         """Restart the firmware: events, tokens and take windows are lost, locks return."""
+        self.sync_physics()
         for slot in self.slots.values():
             if slot.window is not None:
                 self._cancel_window(slot)

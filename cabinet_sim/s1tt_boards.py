@@ -170,6 +170,7 @@ class S1ttBoards:
         board = self.cabinet.boards.get(frame.address)
         if board is None or not board.responsive:
             return None
+        board.sync_physics()
         spec = command_spec(frame.command_id)
         if spec is None or spec.command in UNSUPPORTED:
             return encode_error(frame.address, frame.command_id, Status.INVALID_COMMAND)

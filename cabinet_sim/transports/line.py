@@ -3,6 +3,13 @@
 Responses leave after their delay, one at a time as on a half-duplex bus, and with pacing on
 at the baud rate (10 bits per byte at 8N1). Optional shaping splits, drops and delays the bytes
 the master receives, for tests of the master's receive path.
+
+With pacing on, the line keeps two instants of the simulated wire: when the master's bytes
+read so far have fully arrived (`_incoming_end`), and when the cabinet's bytes written so far
+have left (`_line_free_at`). A response starts its turnaround after the request's last byte
+and is written in slices, each at the instant its last byte would reach the master. Every
+instant is computed from the wire, never from the time a previous write happened, so a late
+timer delays one slice and not the ones after it.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from dataclasses import dataclass
 
 from cabinet_sim.cabinet import Cabinet, Transmission
 from cabinet_sim.clock import ManualClock
-from protocol.slotbus.constants import wire_time_s
+from protocol.slotbus.constants import BITS_PER_BYTE, wire_time_s
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +33,13 @@ TICK_S = 0.05
 """Real seconds between catch-ups of a self-running clock, so timers fire without traffic."""
 PACING_SLICE_S = 0.002
 """With pacing on, bytes are written in slices of about this much wire time."""
+TIMER_LEAD_S = 0.0005
+"""How long before a slice's instant the line sets its timer.
+
+On Linux, asyncio's default loop waits in epoll, which takes whole milliseconds, and CPython
+(selectors.EpollSelector.select, 3.11) rounds the timeout up, so a timer fires between its
+instant and about 1 ms later. Set 0.5 ms early, it fires within about 0.5 ms either side.
+"""
 
 ReadBytes = Callable[[], Awaitable[bytes]]
 WriteBytes = Callable[[bytes], Awaitable[None]]
@@ -59,10 +73,12 @@ class CabinetLine:
         self.pacing = pacing if pacing is not None else cabinet.config.pacing
         self.shaping = shaping if shaping is not None else Shaping()
         self._rng = random.Random(self.shaping.seed)
-        self._outgoing: list[tuple[float, int, bytes]] = []
+        self._outgoing: list[tuple[float, int, tuple[bytes, ...]]] = []
+        """Transmissions as (earliest start, order, chunks), earliest first."""
         self._order = itertools.count()
         self._changed = asyncio.Event()
         self._line_free_at = 0.0
+        self._incoming_end = 0.0
 
     async def serve(self, read: ReadBytes, write: WriteBytes) -> None:
         """Serve until `read` returns b"" (end of stream)."""
@@ -79,9 +95,7 @@ class CabinetLine:
 
     def _queue_unsolicited(self, transmission: Transmission) -> None:
         """Queue a frame a board sends on its own, such as a GZXJ slot report."""
-        due = asyncio.get_running_loop().time() + transmission.delay_s
-        heapq.heappush(self._outgoing, (due, next(self._order), transmission.data))
-        self._changed.set()
+        self._queue(asyncio.get_running_loop().time() + transmission.delay_s, transmission.data)
 
     async def _receive_loop(self, read: ReadBytes) -> None:
         loop = asyncio.get_running_loop()
@@ -89,15 +103,36 @@ class CabinetLine:
             data = await read()
             if not data:
                 return
-            arrival = loop.time()
-            # The last byte of a request arrives one wire time after its first on a real UART.
-            on_wire = wire_time_s(len(data), self.baud_rate) if self.pacing else 0.0
-            for transmission in self.cabinet.receive(data):
-                due = arrival + transmission.delay_s + self.shaping.extra_delay_s
-                if not transmission.echo:
-                    due += on_wire
-                heapq.heappush(self._outgoing, (due, next(self._order), transmission.data))
-            self._changed.set()
+            self._accept(data, loop.time())
+
+    def _accept(self, data: bytes, arrival: float) -> None:
+        """Feed bytes read at `arrival` to the cabinet and queue what it sends back."""
+        request_end = self._note_arrival(len(data), arrival)
+        for transmission in self.cabinet.receive(data):
+            # An echo runs alongside the master's bytes, but a response follows the request.
+            sent_after = arrival if transmission.echo else request_end
+            self._queue(
+                sent_after + transmission.delay_s + self.shaping.extra_delay_s, transmission.data
+            )
+
+    def _note_arrival(self, size: int, arrival: float) -> float:
+        """Return when the last of `size` bytes read at `arrival` arrives on the simulated wire.
+
+        The master's bytes reach the process at once, but on a real line they follow each
+        other at the baud rate, so a chunk starts when it was read or when the chunk before it
+        ended, whichever is later.
+        """
+        if not self.pacing:
+            return arrival
+        self._incoming_end = max(arrival, self._incoming_end) + self._wire_time(size)
+        return self._incoming_end
+
+    def _queue(self, earliest_start: float, data: bytes) -> None:
+        chunks = tuple(self._chunks(self._drop_bytes(data)))
+        if not chunks:
+            return
+        heapq.heappush(self._outgoing, (earliest_start, next(self._order), chunks))
+        self._changed.set()
 
     async def _send_loop(self, write: WriteBytes) -> None:
         loop = asyncio.get_running_loop()
@@ -106,33 +141,47 @@ class CabinetLine:
                 self._changed.clear()
                 await self._changed.wait()
                 continue
-            due = max(self._outgoing[0][0], self._line_free_at)
-            wait_s = due - loop.time()
+            earliest_start, _, chunks = self._outgoing[0]
+            start = max(earliest_start, self._line_free_at)
+            # Wait for the first slice's instant, not the start, to save one wake-up. Until
+            # then an earlier transmission queued meanwhile still goes first.
+            wait_s = start + self._wire_time(len(chunks[0])) - TIMER_LEAD_S - loop.time()
             if wait_s > 0:
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), wait_s)
                 continue
-            _, _, data = heapq.heappop(self._outgoing)
-            await self._transmit(data, write)
+            heapq.heappop(self._outgoing)
+            await self._transmit(start, chunks, write)
 
-    async def _transmit(self, data: bytes, write: WriteBytes) -> None:
-        loop = asyncio.get_running_loop()
-        data = self._drop_bytes(data)
-        for chunk in self._chunks(data):
-            start = max(loop.time(), self._line_free_at)
-            if self.pacing:
-                await self._sleep_until(start)
+    async def _transmit(self, start: float, chunks: tuple[bytes, ...], write: WriteBytes) -> None:
+        """Write each chunk at the instant its last byte arrives, the first byte sent at `start`."""
+        for instant, chunk in zip(self._write_instants(start, chunks), chunks, strict=True):
+            await self._sleep_until(instant - TIMER_LEAD_S)
             await write(chunk)
-            if self.pacing:
-                self._line_free_at = start + wire_time_s(len(chunk), self.baud_rate)
-            if self.shaping.chunk_gap_s > 0:
-                await asyncio.sleep(self.shaping.chunk_gap_s)
+            self._line_free_at = instant
+
+    def _write_instants(self, start: float, chunks: tuple[bytes, ...]) -> list[float]:
+        """Return the instant at which each chunk's last byte arrives, from `start`.
+
+        Without pacing a chunk takes no wire time. `Shaping.chunk_gap_s` separates chunks.
+        """
+        instants: list[float] = []
+        instant = start
+        for index, chunk in enumerate(chunks):
+            if index > 0:
+                instant += self.shaping.chunk_gap_s
+            instant += self._wire_time(len(chunk))
+            instants.append(instant)
+        return instants
+
+    def _wire_time(self, size: int) -> float:
+        return wire_time_s(size, self.baud_rate) if self.pacing else 0.0
 
     def _chunks(self, data: bytes) -> list[bytes]:
         size_limit = self.shaping.max_chunk
         if self.pacing:
-            paced = max(1, int(self.baud_rate / 10 * PACING_SLICE_S))
+            paced = max(1, int(self.baud_rate / BITS_PER_BYTE * PACING_SLICE_S))
             size_limit = paced if size_limit is None else min(size_limit, paced)
         if size_limit is None:
             return [data] if data else []

@@ -134,11 +134,20 @@ def _record_runs(monkeypatch: pytest.MonkeyPatch) -> list[RunOptions]:
     return recorded
 
 
-def test_cli_sets_slotbus_version(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("option", "value", "field", "invalid"),
+    [
+        ("--slotbus-version", "1", "slotbus_version", "3"),
+        ("--turnaround", "0", "turnaround_s", "0.01"),
+    ],
+)
+def test_cli_sets_board_option(
+    monkeypatch: pytest.MonkeyPatch, option: str, value: str, field: str, invalid: str
+) -> None:
     recorded = _record_runs(monkeypatch)
-    result = CliRunner().invoke(_app(), ["--no-view", "--no-stdin", "--slotbus-version", "1"])
+    result = CliRunner().invoke(_app(), ["--no-view", "--no-stdin", option, value])
     assert result.exit_code == 0, result.output
-    assert recorded[0].config.slotbus_version == 1
-    too_new = CliRunner().invoke(_app(), ["--no-view", "--slotbus-version", "3"])
-    assert too_new.exit_code == 2
-    assert "slotbus_version" in too_new.output
+    assert getattr(recorded[0].config, field) == float(value)
+    rejected = CliRunner().invoke(_app(), ["--no-view", option, invalid])
+    assert rejected.exit_code == 2
+    assert field in rejected.output
