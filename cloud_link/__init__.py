@@ -53,6 +53,7 @@ from cloud_link.errors import (
     CloudLinkError,
     OutboxFullError,
     SigningError,
+    StorageError,
     UnknownCommandError,
 )
 from cloud_link.messages import (
@@ -133,6 +134,7 @@ __all__ = [
     "SlotSnapshot",
     "StateChange",
     "StockReport",
+    "StorageError",
     "SystemClock",
     "TlsConfig",
     "Topics",

@@ -28,6 +28,10 @@ class OutboxFullError(CloudLinkError):
         self.max_bytes = max_bytes
 
 
+class StorageError(CloudLinkError):
+    """The state database cannot be used as the cloud link needs it."""
+
+
 class UnknownCommandError(CloudLinkError):
     """A command id is not in the command store."""
 

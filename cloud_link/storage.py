@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
+from cloud_link.errors import StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +35,7 @@ class Storage:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        self.db = sqlite_utils.Database(self.conn)
-        self.db.enable_wal()
+        self._enable_wal()
         self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         self.conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
         self.conn.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
@@ -46,6 +45,18 @@ class Storage:
         # when a transaction needs the other level. None: not set by this class yet.
         self._durable_level: bool | None = None
         self._rollback_hooks: list[Callable[[], None]] = []
+
+    def _enable_wal(self) -> None:
+        # SQLite returns the journal mode in force afterwards, which is the old one when the
+        # change failed, for example for an in-memory database.
+        row = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        mode = None if row is None else str(row[0]).lower()
+        if mode != "wal":
+            self.conn.close()
+            raise StorageError(
+                f"could not switch {self.path} to WAL journal mode, SQLite kept {mode!r}. "
+                "Use a state directory on a local file system"
+            )
 
     def close(self) -> None:
         self.checkpoint()
@@ -61,7 +72,8 @@ class Storage:
 
         `durable=True` commits with `synchronous=FULL`: the row survives a power loss once
         this returns. `durable=False` uses `synchronous=NORMAL`, which in WAL mode survives a
-        process crash but may lose the last commits on a power loss.
+        process crash but may lose the last commits on a power loss. The rollback hooks run
+        after every rollback, also when the COMMIT itself failed.
         """
         if self._depth > 0:
             if durable and not self._durable_open:
@@ -81,6 +93,7 @@ class Storage:
         self._durable_open = durable
         try:
             yield self.conn
+            self.conn.execute("COMMIT")
         except BaseException:
             # SQLite has already rolled back by itself after some errors, such as a full disk.
             if self.conn.in_transaction:
@@ -88,8 +101,6 @@ class Storage:
             for hook in self._rollback_hooks:
                 hook()
             raise
-        else:
-            self.conn.execute("COMMIT")
         finally:
             self._depth = 0
             self._durable_open = False
