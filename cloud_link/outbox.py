@@ -1,8 +1,17 @@
 """Durable outbox: every outgoing message is committed here before it is published.
 
 Rows are drained by lane (`Lane.URGENT`, then `TRANSACTIONAL`, then `TELEMETRY`) and by
-insertion order within a lane. A row is deleted only after its PUBACK. The per-cabinet
-sequence number is allocated in the same transaction as the row, so it never repeats.
+insertion order within a lane. A row is deleted only after its PUBACK.
+
+Sequence numbers never repeat and leave no gap across a restart, because backends read a gap
+as a lost message. The next number is kept in memory and taken inside the transaction that
+stores the message; a rollback reloads it from the database. The database keeps every number
+handed out: as the `seq` of a row still in `outbox`, or below the high-water mark `max_seq`
+in `outbox_meta`. Every transaction that deletes rows from `outbox` or `dead_letters` raises
+the mark to the highest number handed out so far, and so does an append that stores no
+`outbox` row (dead-lettered or dropped at once). An append that stores its row leaves the
+mark alone, which saves a page write per durable commit. On open, the next number is one
+above the mark and above every stored `seq`.
 
 Durability per lane:
 - URGENT and TRANSACTIONAL rows commit with `synchronous=FULL` before `enqueue` returns,
@@ -19,21 +28,20 @@ import contextlib
 import logging
 import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import NamedTuple
 
 from cloud_link.clock import Clock
 from cloud_link.config import OutboxLimits
 from cloud_link.errors import OutboxFullError
 from cloud_link.messages import (
-    AnyEnvelope,
     AnyMessageData,
+    EnvelopeEncoder,
     Lane,
     OutboxStats,
     coalesce_key_of,
     lane_of,
-    timestamp,
 )
+from cloud_link.outbox_rows import ENTRY_COLUMNS, OutboxEntry, PendingCache, entry_from_row
 from cloud_link.storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -43,22 +51,6 @@ CHECKPOINT_EVERY_DELETES = 500
 DEAD_LETTERS_KEPT = 1000
 # Ids per DELETE statement in `remove_many`, well below SQLite's limit of bound parameters.
 REMOVE_BATCH_ROWS = 500
-
-
-@dataclass(frozen=True)
-class OutboxEntry:
-    """One stored message, ready to publish."""
-
-    id: int
-    seq: int
-    lane: Lane
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    expiry_s: int | None
-    correlation_data: bytes | None
-    coalesce_key: str | None = None
 
 
 class LaneSummary(NamedTuple):
@@ -118,20 +110,32 @@ class _RowOptions(NamedTuple):
     correlation_data: bytes | None
 
 
+class _NewRow(NamedTuple):
+    lane: Lane
+    seq: int
+    payload: bytes
+    coalesce_key: str | None
+    created_at: float  # wall-clock seconds
+
+
 SQLITE_FULL = 13  # sqlite3.SQLITE_FULL, the primary result code of a full disk
 _COUNTERS = ("telemetry_dropped", "telemetry_coalesced", "dead_letters", "max_seq")
 
 
 class Outbox:
-    """The outbox tables in a `Storage` file."""
+    """The outbox tables in a `Storage` file.
+
+    The outbox must be the only writer of its tables while it is open, because it keeps the
+    lane sizes, the next sequence number and the first pending rows in memory.
+    """
 
     def __init__(
         self, storage: Storage, *, cabinet_id: str, limits: OutboxLimits, clock: Clock
     ) -> None:
         self._storage = storage
-        self._cabinet_id = cabinet_id
         self._limits = limits
         self._clock = clock
+        self._encoder = EnvelopeEncoder(cabinet_id)
         self._unsaved_drops = 0  # telemetry dropped while even the counter could not be saved
         self._deletes_since_checkpoint = 0
         storage.conn.executescript(_SCHEMA)
@@ -141,8 +145,11 @@ class Outbox:
                     "INSERT OR IGNORE INTO outbox_meta (key, value) VALUES (?, 0)", (name,)
                 )
         self._lane_bytes: dict[Lane, int] = {}
-        self._reload_totals()
-        storage.on_rollback(self._reload_totals)
+        self._next_seq = 1
+        self._saved_high_water = 0  # the value of `max_seq` in the database
+        self._cache = PendingCache(self._load_lane)
+        self._reload_state()
+        storage.on_rollback(self._reload_state)
 
     @property
     def telemetry_budget(self) -> int:
@@ -190,102 +197,95 @@ class Outbox:
             raise OutboxFullError(lane.name.lower(), 0, used, self._limits.max_bytes) from exc
 
     def _enqueue(self, data: AnyMessageData, lane: Lane, options: _RowOptions) -> int:
-        topic, offline, qos, retain, expiry_s, correlation_data = options
+        topic = options.topic
         key = coalesce_key_of(data)
         with self._storage.transaction(durable=lane is not Lane.TELEMETRY) as conn:
-            seq = self._next_seq()
-            payload = self._encode(seq, data, offline)
+            # The number counts as allocated once a statement stored it, so a failed statement
+            # leaves no gap. A rollback of this transaction, or of one it joined, reloads it.
+            seq = self._next_seq
+            wall = self._clock.wall()
+            payload = self._encoder.encode(seq=seq, wall_s=wall, offline=options.offline, data=data)
             size = len(payload)
 
             if size > self._limits.max_message_bytes:
                 self._insert_dead_letter(seq, topic, payload, "too_large", None)
+                self._next_seq = seq + 1
+                self._save_high_water()
                 logger.error("message seq=%d on %s is %d bytes; dead-lettered", seq, topic, size)
                 return seq
 
             if not self._make_room(lane, key, size):
                 self._bump("telemetry_dropped")
+                self._next_seq = seq + 1
+                self._save_high_water()
                 return seq
 
-            row = OutboxEntry(
-                id=0,  # assigned by SQLite
-                seq=seq,
-                lane=lane,
-                topic=topic,
-                payload=payload,
-                qos=qos,
-                retain=retain,
-                expiry_s=expiry_s,
-                correlation_data=correlation_data,
-                coalesce_key=key,
-            )
-            self._insert(conn, row)
+            self._insert(conn, _NewRow(lane, seq, payload, key, wall), options)
+            self._next_seq = seq + 1
         return seq
 
-    def _encode(self, seq: int, data: AnyMessageData, offline: bool) -> bytes:
-        envelope = AnyEnvelope(
-            cabinet_id=self._cabinet_id,
-            seq=seq,
-            ts=timestamp(datetime.fromtimestamp(self._clock.wall(), tz=UTC)),
-            offline=offline,
-            data=data,
-        )
-        return envelope.model_dump_json().encode()
-
-    def _insert(self, conn: sqlite3.Connection, row: OutboxEntry) -> None:
-        conn.execute(
+    def _insert(self, conn: sqlite3.Connection, row: _NewRow, options: _RowOptions) -> None:
+        cursor = conn.execute(
             "INSERT INTO outbox (lane, seq, topic, payload, size, qos, retain, expiry_s,"
             " correlation_data, coalesce_key, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 int(row.lane),
                 row.seq,
-                row.topic,
+                options.topic,
                 row.payload,
                 len(row.payload),
-                row.qos,
-                int(row.retain),
-                row.expiry_s,
-                row.correlation_data,
+                options.qos,
+                int(options.retain),
+                options.expiry_s,
+                options.correlation_data,
                 row.coalesce_key,
-                self._clock.wall(),
+                row.created_at,
             ),
         )
         self._lane_bytes[row.lane] += len(row.payload)
-
-    def pending(self, limit: int, *, exclude: frozenset[int] = frozenset()) -> list[OutboxEntry]:
-        """Return up to `limit` rows in publish order, skipping the ids in `exclude`."""
-        rows = self._storage.query(
-            "SELECT id, seq, lane, topic, payload, qos, retain, expiry_s, correlation_data,"
-            " coalesce_key FROM outbox ORDER BY lane, id LIMIT ?",
-            (limit + len(exclude),),
-        )
-        entries = [
+        if not self._cache.takes_new_rows(row.lane):
+            return
+        if cursor.lastrowid is None:
+            raise RuntimeError("SQLite reported no row id for an outbox insert")
+        self._cache.added(
             OutboxEntry(
-                id=row[0],
-                seq=row[1],
-                lane=Lane(row[2]),
-                topic=row[3],
-                payload=bytes(row[4]),
-                qos=row[5],
-                retain=bool(row[6]),
-                expiry_s=row[7],
-                correlation_data=None if row[8] is None else bytes(row[8]),
-                coalesce_key=row[9],
+                id=cursor.lastrowid,
+                seq=row.seq,
+                lane=row.lane,
+                topic=options.topic,
+                payload=row.payload,
+                qos=options.qos,
+                retain=options.retain,
+                expiry_s=options.expiry_s,
+                correlation_data=options.correlation_data,
+                coalesce_key=row.coalesce_key,
             )
-            for row in rows
-            if row[0] not in exclude
-        ]
-        return entries[:limit]
+        )
+
+    def pending(
+        self,
+        limit: int,
+        *,
+        exclude: frozenset[int] = frozenset(),
+        skip_lanes: frozenset[Lane] = frozenset(),
+    ) -> list[OutboxEntry]:
+        """Return up to `limit` rows in publish order, without the ids in `exclude`.
+
+        Rows of the lanes in `skip_lanes` are left out.
+        """
+        return self._cache.first(limit, exclude=exclude, skip_lanes=skip_lanes)
+
+    def _load_lane(self, lane: Lane, after_id: int, limit: int) -> list[OutboxEntry]:
+        rows = self._storage.query(
+            f"SELECT {ENTRY_COLUMNS} FROM outbox WHERE lane = ? AND id > ? ORDER BY id LIMIT ?",
+            (int(lane), after_id, limit),
+        )
+        return [entry_from_row(row) for row in rows]
 
     def remove(self, entry_id: int) -> None:
         """Delete a row after its PUBACK; unknown ids (coalesced meanwhile) are ignored."""
-        with self._storage.transaction(durable=False) as conn:
-            row = conn.execute("SELECT lane, size FROM outbox WHERE id = ?", (entry_id,)).fetchone()
-            if row is None:
-                return
-            conn.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
-            self._lane_bytes[Lane(row[0])] -= row[1]
-        self._after_delete()
+        self.remove_many([entry_id])
 
     def remove_many(self, entry_ids: list[int]) -> None:
         """Delete rows after their PUBACKs in one transaction; unknown ids are ignored."""
@@ -297,11 +297,13 @@ class Outbox:
                 batch = entry_ids[start : start + REMOVE_BATCH_ROWS]
                 marks = ", ".join("?" * len(batch))
                 rows = conn.execute(
-                    f"DELETE FROM outbox WHERE id IN ({marks}) RETURNING lane, size", batch
+                    f"DELETE FROM outbox WHERE id IN ({marks}) RETURNING id, lane, size", batch
                 ).fetchall()
-                for lane, size in rows:
-                    self._lane_bytes[Lane(lane)] -= size
+                for entry_id, lane, size in rows:
+                    self._forget_row(entry_id, Lane(lane), size)
                 deleted += len(rows)
+            if deleted:
+                self._save_high_water()
         for _ in range(deleted):
             self._after_delete()
 
@@ -314,8 +316,9 @@ class Outbox:
             if row is None:
                 return
             conn.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
-            self._lane_bytes[Lane(row[0])] -= row[4]
+            self._forget_row(entry_id, Lane(row[0]), row[4])
             self._insert_dead_letter(row[1], row[2], bytes(row[3]), reason, reason_code)
+            self._save_high_water()
         logger.error(
             "message seq=%d on %s dead-lettered: %s (reason code %s)",
             row[1],
@@ -332,6 +335,8 @@ class Outbox:
                 " (SELECT id FROM dead_letters ORDER BY id DESC LIMIT ?)",
                 (keep,),
             ).rowcount
+            if deleted:
+                self._save_high_water()
         return deleted
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
@@ -371,7 +376,8 @@ class Outbox:
         return summaries
 
     def last_seq(self) -> int:
-        return self._counters()["max_seq"]
+        """Return the highest sequence number allocated so far, 0 before the first."""
+        return self._next_seq - 1
 
     def lane_bytes(self, lane: Lane) -> int:
         return self._lane_bytes[lane]
@@ -408,30 +414,49 @@ class Outbox:
         )
         for entry_id, lane, size in rows:
             self._storage.conn.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
-            self._lane_bytes[Lane(lane)] -= size
+            self._forget_row(entry_id, Lane(lane), size)
             self._bump("telemetry_coalesced")
+        if rows:
+            self._save_high_water()
 
     def _evict_telemetry(self, target_bytes: int) -> None:
         """Drop the oldest telemetry rows until telemetry uses at most `target_bytes`."""
-        while self._lane_bytes[Lane.TELEMETRY] > max(target_bytes, 0):
+        target_bytes = max(target_bytes, 0)
+        evicted = 0
+        while self._lane_bytes[Lane.TELEMETRY] > target_bytes:
             rows = self._storage.query(
                 "SELECT id, size FROM outbox WHERE lane = ? ORDER BY id LIMIT 64",
                 (int(Lane.TELEMETRY),),
             )
             if not rows:
-                return
+                break
             for entry_id, size in rows:
                 self._storage.conn.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
-                self._lane_bytes[Lane.TELEMETRY] -= size
+                self._forget_row(entry_id, Lane.TELEMETRY, size)
                 self._bump("telemetry_dropped")
-                if self._lane_bytes[Lane.TELEMETRY] <= max(target_bytes, 0):
-                    return
+                evicted += 1
+                if self._lane_bytes[Lane.TELEMETRY] <= target_bytes:
+                    break
+        if evicted:
+            self._save_high_water()
 
-    def _next_seq(self) -> int:
-        row = self._storage.conn.execute(
-            "UPDATE outbox_meta SET value = value + 1 WHERE key = 'max_seq' RETURNING value"
-        ).fetchone()
-        return int(row[0])
+    def _forget_row(self, entry_id: int, lane: Lane, size: int) -> None:
+        """Update the in-memory state after a row left the `outbox` table."""
+        self._lane_bytes[lane] -= size
+        self._cache.removed(lane, entry_id)
+
+    def _save_high_water(self) -> None:
+        """Raise `max_seq` to the highest sequence number allocated, in the open transaction.
+
+        Call it in every transaction that deletes rows or allocates a number without storing
+        a row, so that a restart never allocates a number that was handed out before.
+        """
+        allocated = self._next_seq - 1
+        if allocated > self._saved_high_water:
+            self._storage.conn.execute(
+                "UPDATE outbox_meta SET value = ? WHERE key = 'max_seq'", (allocated,)
+            )
+            self._saved_high_water = allocated
 
     def _insert_dead_letter(
         self, seq: int, topic: str, payload: bytes, reason: str, reason_code: int | None
@@ -451,10 +476,19 @@ class Outbox:
     def _counters(self) -> dict[str, int]:
         return dict(self._storage.query("SELECT key, value FROM outbox_meta"))
 
-    def _reload_totals(self) -> None:
+    def _reload_state(self) -> None:
+        """Read the in-memory state from the database, on open and after a rollback."""
         self._lane_bytes = dict.fromkeys(Lane, 0)
         for lane, total in self._storage.query("SELECT lane, SUM(size) FROM outbox GROUP BY lane"):
             self._lane_bytes[Lane(lane)] = int(total)
+        self._cache.reset()
+
+        saved, stored, dead = self._storage.query(
+            "SELECT (SELECT value FROM outbox_meta WHERE key = 'max_seq'),"
+            " (SELECT MAX(seq) FROM outbox), (SELECT MAX(seq) FROM dead_letters)"
+        )[0]
+        self._saved_high_water = saved or 0
+        self._next_seq = max(self._saved_high_water, stored or 0, dead or 0) + 1
 
     def _after_delete(self) -> None:
         self._deletes_since_checkpoint += 1

@@ -22,7 +22,8 @@ from cloud_link.mqtt_client import (
     PublishFailedError,
     new_properties,
 )
-from cloud_link.outbox import Outbox, OutboxEntry
+from cloud_link.outbox import Outbox
+from cloud_link.outbox_rows import OutboxEntry
 
 logger = logging.getLogger(__name__)
 

@@ -195,6 +195,65 @@ def test_transactional_evicts_telemetry_never_itself(tmp_path: Path) -> None:
     assert total <= 4096
 
 
+def table_rows(storage: Storage) -> list[tuple[int, int]]:
+    """Return (id, seq) of every outbox row in publish order, read from SQLite."""
+    return [
+        (row[0], row[1]) for row in storage.query("SELECT id, seq FROM outbox ORDER BY lane, id")
+    ]
+
+
+def test_pending_forgets_evicted_rows(tmp_path: Path) -> None:
+    storage, outbox = open_outbox(tmp_path / "db.sqlite", max_bytes=4096, telemetry_share=0.25)
+    for slot in range(1, 21):
+        outbox.enqueue(state(slot), topic="t", offline=True)
+        outbox.pending(100)  # keeps the cache of pending rows filled between appends
+    cached = [(entry.id, entry.seq) for entry in outbox.pending(100)]
+    stored = table_rows(storage)
+    stats = outbox.stats()
+    storage.close()
+
+    assert stats.telemetry_dropped > 0
+    assert cached == stored
+
+
+def test_pending_after_refused_append(tmp_path: Path) -> None:
+    storage, outbox = open_outbox(tmp_path / "db.sqlite", max_bytes=4096, telemetry_share=0.5)
+    fill_with_faults(outbox)
+    outbox.remove(outbox.pending(1)[0].id)
+    outbox.enqueue(state(1), topic="t", offline=True)
+    outbox.pending(100)  # fills the cache of pending rows
+    # Too large even after evicting the state change, so the eviction is rolled back with it.
+    result = CommandResult(command_id="c1", status=CommandStatus.FAILED, detail="x" * 300)
+    with pytest.raises(OutboxFullError):
+        outbox.enqueue(result, topic="t", offline=True)
+    entries = outbox.pending(100)
+    stored = table_rows(storage)
+    storage.close()
+
+    assert [entry.lane for entry in entries].count(Lane.TELEMETRY) == 1
+    assert [(entry.id, entry.seq) for entry in entries] == stored
+
+
+def append_in_failing_transaction(storage: Storage, outbox: Outbox) -> None:
+    with storage.transaction(durable=True):
+        outbox.enqueue(fault(2), topic="t", offline=False)
+        raise RuntimeError("outer step failed")
+
+
+def test_rolled_back_append_is_not_pending(tmp_path: Path) -> None:
+    storage, outbox = open_outbox(tmp_path / "db.sqlite")
+    first = outbox.enqueue(fault(1), topic="t", offline=False)
+    outbox.pending(10)  # fills the cache of pending rows
+    with pytest.raises(RuntimeError, match="outer step failed"):
+        append_in_failing_transaction(storage, outbox)
+    pending = [entry.seq for entry in outbox.pending(10)]
+    after = outbox.enqueue(fault(3), topic="t", offline=False)
+    storage.close()
+
+    assert pending == [first]
+    assert after == first + 1
+
+
 def test_refused_message_does_not_use_a_sequence(tmp_path: Path) -> None:
     storage, outbox = open_outbox(tmp_path / "db.sqlite", max_bytes=4096)
     last = fill_with_faults(outbox)[-1]
