@@ -2,15 +2,18 @@
 
 aiomqtt 2.x drops the PUBACK reason code, which the outbox needs to tell "accepted",
 "no matching subscribers" and "rejected" apart. This subclass hooks the paho callbacks.
-NOTE: it relies on aiomqtt 2.x internals (`_client`, `_on_publish`, `_client_connect`);
-pyproject pins aiomqtt below 3.
+It also writes queued packets once per event loop pass instead of through a writer
+callback registered from any thread.
+NOTE: it relies on aiomqtt 2.x internals (`_client`, `_loop`, `_disconnected`,
+`_on_publish`, `_on_socket_register_write`, `_client_connect`); pyproject pins aiomqtt
+below 3.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiomqtt
 import paho.mqtt.client as mqtt
@@ -37,6 +40,40 @@ def reason_value(code: int | ReasonCode) -> int:
     return code if isinstance(code, int) else int(code.value)
 
 
+class PackedProperties(Properties):
+    """MQTT 5 properties that are packed once and reused until one of them changes.
+
+    paho packs the properties of every PUBLISH again, which took about half the CPU time of
+    `publish()` in a cProfile run of the outbox drain. The publisher shares one object
+    among rows, so the packed bytes are kept here.
+    """
+
+    def __init__(self, packet_type: int) -> None:
+        super().__init__(packet_type)  # type: ignore[no-untyped-call]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)  # type: ignore[no-untyped-call]
+        object.__setattr__(self, "_packed", None)
+
+    def __delattr__(self, name: str) -> None:
+        super().__delattr__(name)
+        object.__setattr__(self, "_packed", None)
+
+    def pack(self) -> bytes:
+        packed: bytes | None = getattr(self, "_packed", None)
+        if packed is None:
+            packed = bytes(super().pack())  # type: ignore[no-untyped-call]
+            object.__setattr__(self, "_packed", packed)
+        return packed
+
+
+class PendingPuback(NamedTuple):
+    """A QoS 1 publish handed to paho, and the future of its PUBACK reason code."""
+
+    mid: int
+    future: asyncio.Future[int]
+
+
 class PublishFailedError(aiomqtt.MqttError):
     """paho refused to send a message, for example because it exceeds the packet size."""
 
@@ -61,6 +98,7 @@ class LinkClient(aiomqtt.Client):
         # Limits the broker announced in its MQTT 5 CONNACK.
         self.max_packet_size: int | None = None
         self.receive_maximum: int = DEFAULT_RECEIVE_MAXIMUM
+        self._write_scheduled = False
 
     async def publish_acked(
         self,
@@ -73,23 +111,47 @@ class LinkClient(aiomqtt.Client):
         ack_timeout_s: float,
     ) -> int:
         """Publish and return the PUBACK reason code (0 for QoS 0 and for MQTT 3.1.1)."""
+        pending = self.publish_nowait(topic, payload, qos=qos, retain=retain, properties=properties)
+        try:
+            # Not asyncio.wait_for: in Python 3.11 it returns the result instead of raising
+            # CancelledError when the PUBACK and a cancellation arrive in the same loop pass.
+            # The cancelled task then goes on as if it was never cancelled.
+            async with asyncio.timeout(ack_timeout_s):
+                return await pending.future
+        except TimeoutError as exc:
+            raise aiomqtt.MqttError(
+                f"no PUBACK for message id {pending.mid} within {ack_timeout_s} s"
+            ) from exc
+        finally:
+            self._acks.pop(pending.mid, None)
+
+    def publish_nowait(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> PendingPuback:
+        """Hand a message to paho; the future gets the PUBACK reason code.
+
+        The future is already done for QoS 0. It fails with `aiomqtt.MqttError` when the
+        connection is lost first. It has no timeout, so the caller applies one. Raises
+        `aiomqtt.MqttCodeError` when not connected and `PublishFailedError` when paho
+        refuses the message.
+        """
         info = self._client.publish(topic, payload, qos, retain, properties)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             if info.rc in (mqtt.MQTT_ERR_NO_CONN, mqtt.MQTT_ERR_CONN_LOST):
                 raise aiomqtt.MqttCodeError(info.rc, "not connected")
             raise PublishFailedError(info.rc)
-        if qos == 0:
-            return RC_SUCCESS
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._acks[info.mid] = future
-        try:
-            return await asyncio.wait_for(future, ack_timeout_s)
-        except TimeoutError as exc:
-            raise aiomqtt.MqttError(
-                f"no PUBACK for message id {info.mid} within {ack_timeout_s} s"
-            ) from exc
-        finally:
-            self._acks.pop(info.mid, None)
+        if qos == 0:
+            future.set_result(RC_SUCCESS)
+        else:
+            self._acks[info.mid] = future
+        return PendingPuback(info.mid, future)
 
     def _on_publish(
         self,
@@ -100,7 +162,7 @@ class LinkClient(aiomqtt.Client):
         properties: Properties,
     ) -> None:
         super()._on_publish(client, userdata, mid, reason_code, properties)
-        future = self._acks.get(mid)
+        future = self._acks.pop(mid, None)
         if future is not None and not future.done():
             future.set_result(int(reason_code.value))
 
@@ -131,9 +193,39 @@ class LinkClient(aiomqtt.Client):
             self._connected.set_exception(
                 aiomqtt.MqttError(f"connection closed before CONNACK: {reason_code}")
             )
-        for future in self._acks.values():
+        acks, self._acks = self._acks, {}
+        for future in acks.values():
             if not future.done():
                 future.set_exception(aiomqtt.MqttError("disconnected before PUBACK"))
+
+    def _on_socket_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        # aiomqtt registers a writer through call_soon_threadsafe, because paho may call this
+        # from the connect thread. On the event loop thread, one write after the current
+        # pass sends every packet queued in it, without a wake-up of the loop or a writer.
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if not on_loop:
+            super()._on_socket_register_write(client, userdata, sock)
+            return
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            self._loop.call_soon(self._write_queued)
+
+    def _write_queued(self) -> None:
+        self._write_scheduled = False
+        try:
+            self._client.loop_write()
+        except Exception as exc:
+            # A failed write means that the connection broke, as in aiomqtt's own writer.
+            if not self._disconnected.done():
+                self._disconnected.set_exception(exc)
+            return
+        sock = self._client.socket()
+        if sock is not None and self._client.want_write():
+            # The socket took only part of the data, so wait until it is writable again.
+            super()._on_socket_register_write(self._client, None, sock)
 
     def forget_disconnect_error(self) -> None:
         """Mark aiomqtt's disconnect error as retrieved; the session logged the loss already.
