@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 from collections.abc import Callable
@@ -168,10 +169,14 @@ class Connection:
     async def _receive(self, client: LinkClient) -> None:
         async for message in client.messages:
             if not message.topic.matches(self.topics.command):
+                client.acknowledge(message.mid, message.qos)
                 continue
-            self._on_command(self._received_payload(message))
+            acknowledge = functools.partial(client.acknowledge, message.mid, message.qos)
+            self._on_command(self._received_payload(message, acknowledge))
 
-    def _received_payload(self, message: aiomqtt.Message) -> ReceivedPayload:
+    def _received_payload(
+        self, message: aiomqtt.Message, acknowledge: Callable[[], None]
+    ) -> ReceivedPayload:
         payload = message.payload
         raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
         expiry = response_topic = correlation = None
@@ -186,6 +191,7 @@ class Connection:
             message_expiry_s=expiry,
             response_topic=response_topic,
             correlation_data=correlation,
+            acknowledge=acknowledge,
         )
 
     async def _stop_when_requested(self, client: LinkClient) -> None:

@@ -83,6 +83,15 @@ class RejectionLimiter:
         return True
 
 
+def _acknowledge(received: ReceivedPayload) -> None:
+    if received.acknowledge is None:
+        return
+    try:
+        received.acknowledge()
+    except Exception:
+        logger.exception("could not acknowledge a command message")
+
+
 class CommandDispatcher:
     def __init__(
         self,
@@ -119,6 +128,9 @@ class CommandDispatcher:
         except asyncio.QueueFull:
             self.counters.queue_overflows += 1
             logger.warning("command queue full; dropped a %d-byte payload", len(received.payload))
+            # Acknowledged although dropped: unacknowledged messages count against the
+            # broker's in-flight window, and a full window would stop every later command.
+            _acknowledge(received)
 
     async def run(self) -> None:
         """Process payloads until cancelled; handler tasks are cancelled with it."""
@@ -129,6 +141,10 @@ class CommandDispatcher:
                     self._dispatch(received, tasks)
                 except Exception:
                     logger.exception("failed to dispatch a command payload")
+                # The PUBACK goes out only now, after the command was stored (or its rejection
+                # was queued), so a gateway killed before this gets the command again from the
+                # broker's session instead of losing it.
+                _acknowledge(received)
 
     def _dispatch(self, received: ReceivedPayload, tasks: asyncio.TaskGroup) -> None:
         reply = ReplyTo(received.response_topic, received.correlation_data)

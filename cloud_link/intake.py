@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,8 @@ class ReceivedPayload:
     message_expiry_s: int | None = None
     response_topic: str | None = None
     correlation_data: bytes | None = None
+    acknowledge: Callable[[], None] | None = None
+    """Sends the PUBACK; called once the command is stored or answered, see the dispatcher."""
 
 
 @dataclass(frozen=True)

@@ -94,11 +94,23 @@ class LinkClient(aiomqtt.Client):
         if self._tls_context is not None:
             self._client.on_log = self._record_tls_alert
         self._acks: dict[int, asyncio.Future[int]] = {}
+        # Received QoS 1 messages are acknowledged by `acknowledge`, once the gateway stored
+        # what it needs; paho would send the PUBACK before the application saw the message.
+        self._client.manual_ack_set(True)
         self.certificate_error: ssl.SSLError | None = None
         # Limits the broker announced in its MQTT 5 CONNACK.
         self.max_packet_size: int | None = None
         self.receive_maximum: int = DEFAULT_RECEIVE_MAXIMUM
         self._write_scheduled = False
+
+    def acknowledge(self, mid: int, qos: int) -> None:
+        """Send the PUBACK of a received message; nothing for QoS 0 or a lost connection.
+
+        A message left unacknowledged when the connection drops is sent again by the broker
+        after the reconnect, because the session persists.
+        """
+        if qos > 0:
+            self._client.ack(mid, qos)
 
     async def publish_acked(
         self,

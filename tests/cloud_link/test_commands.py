@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -22,6 +23,8 @@ from cloud_link import (
     parse_message,
     unlock_token_for,
 )
+from cloud_link.dispatcher import CommandDispatcher
+from cloud_link.intake import ReceivedPayload
 from protocol.cabinet import EjectOutcome
 from tests.cloud_link.conftest import (
     CABINET,
@@ -343,3 +346,33 @@ async def test_command_queued_while_offline_runs_after_start(
     assert result.command_id == "while-offline"
     assert result.status is CommandStatus.SUCCEEDED
     assert [call.command_id for call in handler.calls] == ["while-offline"]
+
+
+async def test_command_unstored_at_crash_arrives_again(
+    mosquitto: MosquittoBroker,
+    make_link: LinkFactory,
+    handler: RecordingHandler,
+    signing_key: Ed25519PrivateKey,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    arrived = asyncio.Event()
+
+    def die_before_storing(self: CommandDispatcher, received: ReceivedPayload) -> None:
+        arrived.set()  # the gateway stops here: nothing stored, no PUBACK
+
+    async with observe(mosquitto) as backend:
+        with monkeypatch.context() as patch:
+            patch.setattr(CommandDispatcher, "submit", die_before_storing)
+            first = make_link()
+            async with running(first):
+                await first.wait_connected()
+                payload = command_payload(signing_key, EjectCommand(slot=2), command_id="lost")
+                await backend.publish(COMMAND_TOPIC, payload)
+                await asyncio.wait_for(arrived.wait(), 10)
+
+        second = make_link()
+        async with running(second):
+            result = result_of(await backend.next_on("/cmd/result"))
+
+    assert result.command_id == "lost"
+    assert [call.command_id for call in handler.calls] == ["lost"]
