@@ -98,7 +98,17 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     reason_code INTEGER,
     failed_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS outbox_dedupe (
+    key TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    created_at REAL NOT NULL
+) WITHOUT ROWID;
 """
+
+DEDUPE_PRUNE_EVERY = 1000
+DEDUPE_RETENTION_S = 30 * 24 * 3600.0
+"""How long an enqueue with a dedupe key is remembered. A board keeps an unacknowledged
+event across a gateway restart but not across its own reboot, so days would do."""
 
 
 class _RowOptions(NamedTuple):
@@ -108,6 +118,7 @@ class _RowOptions(NamedTuple):
     retain: bool
     expiry_s: int | None
     correlation_data: bytes | None
+    dedupe_key: str | None
 
 
 class _NewRow(NamedTuple):
@@ -138,6 +149,7 @@ class Outbox:
         self._encoder = EnvelopeEncoder(cabinet_id)
         self._unsaved_drops = 0  # telemetry dropped while even the counter could not be saved
         self._deletes_since_checkpoint = 0
+        self._keys_since_prune = DEDUPE_PRUNE_EVERY  # prune on the first keyed enqueue
         storage.conn.executescript(_SCHEMA)
         with storage.transaction(durable=True) as conn:
             for name in _COUNTERS:
@@ -165,8 +177,13 @@ class Outbox:
         retain: bool = False,
         expiry_s: int | None = None,
         correlation_data: bytes | None = None,
+        dedupe_key: str | None = None,
     ) -> int:
         """Store one message and return its sequence number.
+
+        With `dedupe_key`, a message whose key was enqueued before is not stored again, and
+        the sequence number of the first one is returned: a producer that repeats work after
+        a crash does not publish the same message under two sequence numbers.
 
         A telemetry message may be coalesced or dropped later, or at once when it is larger
         than the telemetry budget. A message over `max_message_bytes` goes straight to the
@@ -174,7 +191,7 @@ class Outbox:
         after every telemetry row was evicted.
         """
         lane = lane_of(data)
-        options = _RowOptions(topic, offline, qos, retain, expiry_s, correlation_data)
+        options = _RowOptions(topic, offline, qos, retain, expiry_s, correlation_data, dedupe_key)
         try:
             return self._enqueue(data, lane, options)
         except sqlite3.OperationalError as exc:
@@ -200,6 +217,14 @@ class Outbox:
         topic = options.topic
         key = coalesce_key_of(data)
         with self._storage.transaction(durable=lane is not Lane.TELEMETRY) as conn:
+            if options.dedupe_key is not None:
+                known = conn.execute(
+                    "SELECT seq FROM outbox_dedupe WHERE key = ?", (options.dedupe_key,)
+                ).fetchone()
+                if known is not None:
+                    logger.info("%s already enqueued as seq=%d", options.dedupe_key, known[0])
+                    return int(known[0])
+                self._remember_key(conn, options.dedupe_key)
             # The number counts as allocated once a statement stored it, so a failed statement
             # leaves no gap. A rollback of this transaction, or of one it joined, reloads it.
             seq = self._next_seq
@@ -223,6 +248,20 @@ class Outbox:
             self._insert(conn, _NewRow(lane, seq, payload, key, wall), options)
             self._next_seq = seq + 1
         return seq
+
+    def _remember_key(self, conn: sqlite3.Connection, key: str) -> None:
+        """Record `key` for the sequence number this enqueue takes; forget expired keys."""
+        now = self._clock.wall()
+        conn.execute(
+            "INSERT INTO outbox_dedupe (key, seq, created_at) VALUES (?, ?, ?)",
+            (key, self._next_seq, now),
+        )
+        self._keys_since_prune += 1
+        if self._keys_since_prune >= DEDUPE_PRUNE_EVERY:
+            self._keys_since_prune = 0
+            conn.execute(
+                "DELETE FROM outbox_dedupe WHERE created_at < ?", (now - DEDUPE_RETENTION_S,)
+            )
 
     def _insert(self, conn: sqlite3.Connection, row: _NewRow, options: _RowOptions) -> None:
         cursor = conn.execute(

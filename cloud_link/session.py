@@ -188,16 +188,19 @@ class CloudLink:
 
     # Outgoing messages
 
-    def send(self, data: OutgoingData) -> int:
+    def send(self, data: OutgoingData, *, dedupe_key: str | None = None) -> int:
         """Commit a message to the outbox and return its sequence number.
 
-        Raises `OutboxFullError` when a non-telemetry message does not fit.
+        A message with a `dedupe_key` that was committed before is not stored again; its
+        first sequence number is returned. Raises `OutboxFullError` when a non-telemetry
+        message does not fit.
         """
         seq = self.outbox.enqueue(
             data,
             topic=self._topic_of(data),
             offline=not self.connected,
             expiry_s=self._expiry_of(data),
+            dedupe_key=dedupe_key,
         )
         self._publisher.wake()
         return seq

@@ -29,6 +29,7 @@ from firmware_bridge import (
     BankHealthReport,
     BankRemoved,
     BankReturned,
+    BoardEventKey,
     BoardLinkChanged,
     CabinetEvent,
     EjectFinished,
@@ -256,7 +257,11 @@ class Daemon:
         """
         context = self._context_of(event)
         messages = [] if self._health_too_soon(event) else to_cloud(event, context)
-        seqs = [self._send(message) for message in messages]
+        key = getattr(event, "key", None)
+        seqs = [
+            self._send(message, _dedupe_key(key, index, message) if key else None)
+            for index, message in enumerate(messages)
+        ]
         self._record(event, seqs)
         if isinstance(event, OCCUPANCY_EVENTS):
             # Saved before the bridge stores its watermark, so a restart finds it current.
@@ -285,9 +290,9 @@ class Daemon:
             return self.runner.contexts.get(event.result.token)
         return None
 
-    def _send(self, message: OutgoingData) -> int | None:
+    def _send(self, message: OutgoingData, dedupe_key: str | None = None) -> int | None:
         try:
-            return self.cloud.send(message)
+            return self.cloud.send(message, dedupe_key=dedupe_key)
         except OutboxFullError:
             logger.error("outbox full: %s not stored; the board keeps the event", message.kind)
             raise
@@ -397,6 +402,16 @@ class Daemon:
                 for slot in snapshot.slots
             ),
         )
+
+
+def _dedupe_key(key: BoardEventKey, index: int, message: OutgoingData) -> str:
+    """Name a cloud message by the board event it came from.
+
+    The board keeps an event until the bridge acknowledges it, so a daemon killed between the
+    outbox commit and the acknowledgement reads the event again after the restart. The key
+    makes the outbox return the first sequence number instead of storing the message twice.
+    """
+    return f"{key.board_id:016X}/{key.boot_count}/{key.event_id}/{index}/{message.kind}"
 
 
 def _main_fault(faults: tuple[str, ...], state: SlotState) -> FaultKind | None:
