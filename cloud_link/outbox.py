@@ -224,6 +224,9 @@ class Outbox:
                 if known is not None:
                     logger.info("%s already enqueued as seq=%d", options.dedupe_key, known[0])
                     return int(known[0])
+                # NOTE: inside a caller's outer transaction, a full disk after this line and the
+                # retry in enqueue() would leave the key naming a seq that was never stored.
+                # No caller passes a dedupe key inside an outer transaction.
                 self._remember_key(conn, options.dedupe_key)
             # The number counts as allocated once a statement stored it, so a failed statement
             # leaves no gap. A rollback of this transaction, or of one it joined, reloads it.
