@@ -40,8 +40,8 @@ from protocol.cabinet import FaultKind, SlotState
 ENV = {"COLUMNS": "240", "CABINET_GATEWAY_LANG": "", "LC_ALL": "", "LC_MESSAGES": "", "LANG": ""}
 EXIT_FAILED, EXIT_USAGE = 1, 2
 CABINET = "CAB-000001"
-# Two hours ago, so that the oldest outbox message shows an age of 02:00:xx.
-WRITTEN_AT = time.time() - 7200
+# The state is written this long before each test, so the oldest message shows 02:00:xx.
+WRITTEN_AGO_S = 7200
 NOBODY = 65534
 
 
@@ -49,6 +49,7 @@ NOBODY = 65534
 class State:
     config: Path
     database: Path
+    written_at: float  # wall-clock time of the oldest rows
 
 
 def invoke(args: list[str]) -> Result:
@@ -98,18 +99,18 @@ def fill_cloud_tables(storage: Storage, clock: ManualClock) -> None:
     commands.begin("cmd-eject-7", eject_body("cmd-eject-7", 7, clock), "key-1")
 
 
-def fill_gateway_tables(store: GatewayStore) -> None:
+def fill_gateway_tables(store: GatewayStore, written_at: float) -> None:
     """Store 15 orders, R-00 oldest to R-14 newest, and disable slot 5."""
     for number in range(12):
         order_id = f"R-{number:02d}"
         store.open_order(
-            order_id, "rent", command_id=None, slot=1 + number % 3, at=WRITTEN_AT + number
+            order_id, "rent", command_id=None, slot=1 + number % 3, at=written_at + number
         )
         store.update_order(order_id, bank_id=f"00000000A1B2C3{number:02d}", outcome="taken")
-    store.open_order("R-12", "rent", command_id="cmd-eject-7", slot=7, at=WRITTEN_AT + 20)
-    store.open_order("T-13", "return", command_id=None, slot=3, at=WRITTEN_AT + 21)
+    store.open_order("R-12", "rent", command_id="cmd-eject-7", slot=7, at=written_at + 20)
+    store.open_order("T-13", "return", command_id=None, slot=3, at=written_at + 21)
     store.update_order("T-13", bank_id="00000000DEADBEEF", identified=False)
-    store.open_order("R-14", "rent", command_id=None, slot=2, at=WRITTEN_AT + 22)
+    store.open_order("R-14", "rent", command_id=None, slot=2, at=written_at + 22)
     store.update_order("R-14", outcome="failed", fail_reason="lock_fault")
     store.save_disabled_slot(5, "bent [/] pin")
 
@@ -121,11 +122,12 @@ def state(tmp_path: Path) -> State:
     database = state_dir / "cloud_link.sqlite"
     store = GatewayStore(database)
     storage = Storage(database)
-    fill_cloud_tables(storage, ManualClock(WRITTEN_AT))
-    fill_gateway_tables(store)
+    written_at = time.time() - WRITTEN_AGO_S
+    fill_cloud_tables(storage, ManualClock(written_at))
+    fill_gateway_tables(store, written_at)
     storage.close()
     store.close()
-    return State(write_config(tmp_path, state_dir), database)
+    return State(write_config(tmp_path, state_dir), database, written_at)
 
 
 def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
@@ -199,7 +201,7 @@ def test_summary_json(state: State) -> None:
     assert lanes["urgent"]["messages"] == 1
     assert lanes["transactional"]["messages"] == 2  # the third was dead-lettered
     assert lanes["telemetry"]["messages"] == 1
-    assert lanes["transactional"]["oldest_at"] == pytest.approx(WRITTEN_AT)
+    assert lanes["transactional"]["oldest_at"] == pytest.approx(state.written_at)
     assert lanes["transactional"]["oldest_age_s"] >= 7200
     assert lanes["transactional"]["bytes"] > 0
     assert document["dead_letters"] == 1
