@@ -34,15 +34,28 @@ def cloud_connection(rig: Rig) -> sqlite3.Connection:
 
 
 def fill_disk(rig: Rig) -> int:
-    """Let the database file grow no further; return the page count it is held at."""
+    """Let the database file grow no further and use up its free pages; return its page count.
+
+    Rows deleted shortly before leave free pages inside the file, which would take new rows
+    for a while without any error, so a filler table takes them first.
+    """
     connection = cloud_connection(rig)
     pages: int = connection.execute("PRAGMA page_count").fetchone()[0]
     connection.execute(f"PRAGMA max_page_count = {pages}")
+    connection.execute("CREATE TABLE IF NOT EXISTS disk_filler (data BLOB NOT NULL)")
+    for size in (4000, 1000, 250, 60, 10):
+        while True:
+            try:
+                connection.execute("INSERT INTO disk_filler (data) VALUES (zeroblob(?))", (size,))
+            except sqlite3.OperationalError:
+                break
     return pages
 
 
 def free_disk(rig: Rig) -> None:
-    cloud_connection(rig).execute(f"PRAGMA max_page_count = {UNLIMITED_PAGES}")
+    connection = cloud_connection(rig)
+    connection.execute(f"PRAGMA max_page_count = {UNLIMITED_PAGES}")
+    connection.execute("DROP TABLE IF EXISTS disk_filler")
 
 
 def returns_in(rig: Rig, slot: int) -> int:
