@@ -43,8 +43,10 @@ from protocol.s1tt import (
     parse_frame,
 )
 from protocol.s1tt import fields as codecs
-from protocol.s1tt.constants import MAX_FRAME, MAX_PAYLOAD, START
+from protocol.s1tt.codec import fits_table
+from protocol.s1tt.constants import CRC_SIZE, MAX_FRAME, MAX_PAYLOAD, MIN_FRAME, START
 from protocol.s1tt.deframer import BUFFER_LIMIT
+from protocol.s1tt.frame import crc_matches
 from protocol.s1tt.mapping import (
     BANK_STATES,
     UNLOCK_RESULTS,
@@ -286,8 +288,22 @@ def test_slots_reply_bits_per_slot() -> None:
 frame_streams = st.lists(wire_frames(), min_size=1, max_size=6)
 
 
+def ends_early(wire: bytes) -> bool:
+    """Return whether a proper prefix of `wire` also passes as a frame (a chance CRC match).
+
+    Without a length field the deframer cannot tell such a frame from two, which its module
+    docstring states; such streams are outside what a split can preserve.
+    """
+    for end in range(MIN_FRAME, len(wire)):
+        candidate = Frame(wire[1], bytes(wire[2 : end - CRC_SIZE]))
+        if crc_matches(wire, 0, end) and fits_table(candidate):
+            return True
+    return False
+
+
 @given(frame_streams, st.data())
 def test_any_split_gives_same_frames(stream: list[bytes], data: st.DataObject) -> None:
+    assume(not any(ends_early(wire) for wire in stream[:-1]))
     joined = b"".join(stream)
     cuts = sorted(data.draw(st.sets(st.integers(0, len(joined)), max_size=8)))
     chunks = [joined[a:b] for a, b in zip([0, *cuts], [*cuts, len(joined)], strict=True)]
