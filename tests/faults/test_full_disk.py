@@ -40,9 +40,10 @@ def fill_disk(rig: Rig) -> int:
     for a while without any error, so a filler table takes them first.
     """
     connection = cloud_connection(rig)
+    # Created first: a full file has no page left for a new table.
+    connection.execute("CREATE TABLE IF NOT EXISTS disk_filler (data BLOB NOT NULL)")
     pages: int = connection.execute("PRAGMA page_count").fetchone()[0]
     connection.execute(f"PRAGMA max_page_count = {pages}")
-    connection.execute("CREATE TABLE IF NOT EXISTS disk_filler (data BLOB NOT NULL)")
     for size in (4000, 1000, 250, 60, 10):
         while True:
             try:
