@@ -136,7 +136,7 @@ def durable_commits(directory: Path, samples: int) -> list[float]:
     """Return the seconds of `samples` one-row SQLite commits at synchronous=FULL in WAL mode.
 
     The gateway commits one such row (the command store's record) before each UNLOCK, so that
-    a redelivered command never ejects twice; these figures are that step's floor on this disk.
+    a redelivered command never ejects twice. These figures are that step's floor on this disk.
     """
     path = directory / "fsync-probe.sqlite"
     conn = sqlite3.connect(path, isolation_level=None)

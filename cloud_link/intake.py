@@ -45,7 +45,7 @@ class ReceivedPayload:
     response_topic: str | None = None
     correlation_data: bytes | None = None
     acknowledge: Callable[[], None] | None = None
-    """Sends the PUBACK; called once the command is stored or answered, see the dispatcher."""
+    """Callback that sends the PUBACK, once the command or its rejection is stored."""
 
 
 @dataclass(frozen=True)

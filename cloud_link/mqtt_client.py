@@ -94,8 +94,8 @@ class LinkClient(aiomqtt.Client):
         if self._tls_context is not None:
             self._client.on_log = self._record_tls_alert
         self._acks: dict[int, asyncio.Future[int]] = {}
-        # Received QoS 1 messages are acknowledged by `acknowledge`, once the gateway stored
-        # what it needs; paho would send the PUBACK before the application saw the message.
+        # Received QoS 1 messages are acknowledged by `acknowledge` after the gateway stored
+        # them. Otherwise paho sends the PUBACK before the application sees the message.
         self._client.manual_ack_set(True)
         self.certificate_error: ssl.SSLError | None = None
         # Limits the broker announced in its MQTT 5 CONNACK.

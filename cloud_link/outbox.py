@@ -182,8 +182,8 @@ class Outbox:
         """Store one message and return its sequence number.
 
         With `dedupe_key`, a message whose key was enqueued before is not stored again, and
-        the sequence number of the first one is returned: a producer that repeats work after
-        a crash does not publish the same message under two sequence numbers.
+        the sequence number of the first one is returned. So a producer that repeats work
+        after a crash does not publish one message under two sequence numbers.
 
         A telemetry message may be coalesced or dropped later, or at once when it is larger
         than the telemetry budget. A message over `max_message_bytes` goes straight to the

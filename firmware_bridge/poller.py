@@ -241,7 +241,7 @@ class Poller:
     async def poll_events(self, link: BoardLink, *, identified: bool = False) -> None:
         """Read latched events, hand each on, then acknowledge what was handed on.
 
-        `identified` is true when IDENTIFY was answered just before, so a BOARD_BOOT event
+        `identified` is true when a reply to IDENTIFY arrived just before, so a BOARD_BOOT event
         of the same boot needs no second IDENTIFY.
         """
         core = self._core

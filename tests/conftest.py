@@ -6,8 +6,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 # No per-example deadline: a loaded two-core CI machine must not turn slowness into failures.
-# The default run (CI) draws the same examples every time, so a rare example cannot fail one
-# run and pass the next; `--long` draws new ones.
+# The default run (CI) draws the same examples every time. A rare example therefore cannot
+# fail one run and pass the next. `--long` draws new ones.
 settings.register_profile("default", deadline=None, derandomize=True)
 settings.register_profile(
     "long",

@@ -291,8 +291,8 @@ frame_streams = st.lists(wire_frames(), min_size=1, max_size=6)
 def ends_early(wire: bytes) -> bool:
     """Return whether a proper prefix of `wire` also passes as a frame (a chance CRC match).
 
-    Without a length field the deframer cannot tell such a frame from two, which its module
-    docstring states; such streams are outside what a split can preserve.
+    Without a length field the deframer cannot tell such a frame from two frames, as its
+    module docstring states. A split cannot preserve such streams.
     """
     for end in range(MIN_FRAME, len(wire)):
         candidate = Frame(wire[1], bytes(wire[2 : end - CRC_SIZE]))
