@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from cloud_link.clock import Clock
 from cloud_link.command_store import BeginState, CommandStore, ReplyTo, unlock_token_for
-from cloud_link.commands import AcceptedCommand, CommandOutcome, RebirthCommand
+from cloud_link.commands import AcceptedCommand, CommandBody, CommandOutcome, RebirthCommand
 from cloud_link.intake import CommandIntake, CommandRejection, ReceivedPayload
 from cloud_link.messages import (
     CommandRejectReason,
@@ -26,6 +26,10 @@ from cloud_link.messages import (
 logger = logging.getLogger(__name__)
 
 CommandHandler = Callable[[AcceptedCommand], Awaitable[CommandOutcome]]
+# Called with each authenticated command before its durable record, which takes the longest
+# of the checks; the gateway uses the time to get the slot bus ready for an eject. It must
+# not act on the command, which may still turn out to be a duplicate.
+CommandNotice = Callable[[CommandBody], None]
 # `finish` stores a started command's final result and queues it in one transaction, and
 # `record_rejection` does the same for an authenticated request that never started.
 # `publish_result` only queues a result (unauthenticated rejections, stored results again).
@@ -99,6 +103,7 @@ class CommandDispatcher:
         intake: CommandIntake,
         store: CommandStore,
         handler: CommandHandler,
+        notice: CommandNotice | None = None,
         finish: ResultSink,
         record_rejection: ResultSink,
         publish_result: ResultSink,
@@ -110,6 +115,7 @@ class CommandDispatcher:
         self._intake = intake
         self._store = store
         self._handler = handler
+        self._notice = notice
         self._finish = finish
         self._record_rejection = record_rejection
         self._publish_result = publish_result
@@ -154,6 +160,11 @@ class CommandDispatcher:
             return
 
         body = verdict.body
+        if self._notice is not None:
+            try:
+                self._notice(body)
+            except Exception:
+                logger.exception("command notice failed for %s; going on", body.command_id)
         begin = self._store.begin(body.command_id, body, verdict.key_id, reply)
         if begin.state is not BeginState.NEW:
             self._duplicate(body.command_id, begin.state, begin.result, reply)

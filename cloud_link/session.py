@@ -20,7 +20,12 @@ from cloud_link.command_store import CommandStore, PendingCommand, ReplyTo
 from cloud_link.commands import CommandOutcome
 from cloud_link.config import CloudConfig
 from cloud_link.connection import Connection
-from cloud_link.dispatcher import CommandDispatcher, CommandHandler, DispatcherCounters
+from cloud_link.dispatcher import (
+    CommandDispatcher,
+    CommandHandler,
+    CommandNotice,
+    DispatcherCounters,
+)
 from cloud_link.errors import CloudConfigError, SigningError
 from cloud_link.intake import CommandIntake
 from cloud_link.messages import (
@@ -89,10 +94,13 @@ class CloudLink:
         handler: CommandHandler,
         birth_provider: BirthProvider,
         clock: Clock | None = None,
+        notice: CommandNotice | None = None,
     ) -> None:
         """Open the state database (`database`, an SQLite file) and load keys and TLS files.
 
-        Raises `CloudConfigError` when a trusted key or a TLS file cannot be loaded.
+        `notice` sees each authenticated command before its durable record (see
+        `CommandNotice`). Raises `CloudConfigError` when a trusted key or a TLS file cannot be
+        loaded.
         """
         self.config = config
         self.topics = Topics(config.topic_prefix, config.cabinet_id)
@@ -118,7 +126,7 @@ class CloudLink:
             mqtt5=self._mqtt5,
             on_progress=self._changed.set,
         )
-        self._dispatcher = self._build_dispatcher(handler, keys)
+        self._dispatcher = self._build_dispatcher(handler, notice, keys)
         self._stop = asyncio.Event()
         self._connection = Connection(
             config,
@@ -135,7 +143,10 @@ class CloudLink:
         self._started_monotonic = self._clock.monotonic()
 
     def _build_dispatcher(
-        self, handler: CommandHandler, keys: dict[str, Ed25519PublicKey]
+        self,
+        handler: CommandHandler,
+        notice: CommandNotice | None,
+        keys: dict[str, Ed25519PublicKey],
     ) -> CommandDispatcher:
         intake = CommandIntake(
             cabinet_id=self.config.cabinet_id,
@@ -147,6 +158,7 @@ class CloudLink:
             intake=intake,
             store=self.commands,
             handler=handler,
+            notice=notice,
             finish=self._finish_command,
             record_rejection=self._record_rejection,
             publish_result=self._queue_result,

@@ -139,6 +139,10 @@ class Bridge(CabinetViews):
             await core.emit_link_change(board, board.mark_offline("serial port lost"))
         await core.publish("serial port lost")
 
+    def expect_eject(self) -> None:
+        """Keep the bus free for an eject that is about to start; see `reserve_for_eject`."""
+        self._core.bus.reserve_for_eject()
+
     async def eject(
         self,
         slot: int | None,

@@ -40,6 +40,9 @@ PRIORITY_POLL = 2
 INTER_FRAME_BYTES = 3.5
 """Silence between exchanges, in byte times, so that boards see a frame boundary."""
 
+EJECT_NOTICE_HOLD_S = 0.1
+"""Longest time an announced eject keeps other requests off the bus (`reserve_for_eject`)."""
+
 
 @dataclass(slots=True)
 class _Pending:
@@ -65,6 +68,16 @@ class BusClient:
     @property
     def connected(self) -> bool:
         return self._link is not None
+
+    def reserve_for_eject(self, hold_s: float = EJECT_NOTICE_HOLD_S) -> None:
+        """Start no other request until an eject request takes the bus, at most `hold_s`.
+
+        For an eject command that is still being checked and stored: a poll started in that
+        time would hold the bus when the UNLOCK is ready, for up to a whole status read. An
+        exchange already running finishes first. The hold runs on the event loop's clock.
+        """
+        reservation = self._lock.reserve(PRIORITY_EJECT)
+        asyncio.get_running_loop().call_later(hold_s, self._lock.withdraw, reservation)
 
     def _byte_time_s(self) -> float:
         return BITS_PER_BYTE / self._config.baudrate

@@ -30,6 +30,10 @@ class SlotDriver(Protocol):
 
     def occupancy(self) -> dict[int, tuple[bool, str | None]]: ...
 
+    def expect_eject(self) -> None:
+        """An eject command arrived and is being checked; get the line ready for its unlock."""
+        ...
+
     async def eject(
         self,
         slot: int | None,

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 
 from cloud_link import (
     AcceptedCommand,
+    CommandBody,
     CommandOutcome,
     EjectCommand,
     LockCommand,
@@ -83,6 +84,11 @@ class CommandRunner:
             self.running_ejects -= 1
             if not self.running_ejects:
                 self.idle.set()
+
+    def notice(self, body: CommandBody) -> None:
+        """Get the bus ready for an eject whose command is still being stored."""
+        if self.accepting and isinstance(body.command, EjectCommand):
+            self._bridge.expect_eject()
 
     async def handle(self, accepted: AcceptedCommand) -> CommandOutcome:
         if not self.accepting:

@@ -112,6 +112,7 @@ class Daemon:
             config.mqtt,
             database=config.database_path,
             handler=self.runner.handle,
+            notice=self.runner.notice,
             birth_provider=self._birth,
         )
         self.service = DaemonService(

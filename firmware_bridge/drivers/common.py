@@ -119,6 +119,13 @@ class DriverBase(CabinetViews):
         self._core.store.save_disabled_slot(slot, reason if disabled else None)
         await self._core.publish(f"slot {'disabled' if disabled else 'enabled'}: {reason}")
 
+    def expect_eject(self) -> None:
+        """Nothing to prepare: these lines serve requests in arrival order.
+
+        NOTE: a poll started while an eject command is checked still goes first here; only
+        the slot-bus bridge reserves the line (`BusClient.reserve_for_eject`).
+        """
+
     # Eject bookkeeping
 
     def _order(

@@ -31,6 +31,7 @@ from cloud_link import (
 )
 from cloud_link.clock import ManualClock
 from cloud_link.commands import Command
+from cloud_link.dispatcher import CommandNotice
 from tests.support.mosquitto import (  # noqa: F401  (fixtures)
     MosquittoBroker,
     mosquitto,
@@ -198,6 +199,7 @@ def make_link(
         state_dir: Path | None = None,
         clock: Any = None,
         birth: Callable[[], Birth] = sample_birth,
+        notice: CommandNotice | None = None,
         **overrides: Any,
     ) -> CloudLink:
         config = make_config(broker or mosquitto, signing_key, **overrides)
@@ -207,6 +209,7 @@ def make_link(
             handler=handler,
             birth_provider=birth,
             clock=clock,
+            notice=notice,
         )
 
     return build

@@ -11,6 +11,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cloud_link import (
+    CloudLink,
+    CommandBody,
     CommandOutcome,
     CommandRejectReason,
     CommandStatus,
@@ -169,6 +171,40 @@ async def test_forged_command_reported_as_security_event(
     assert isinstance(security, SecurityEvent)
     assert security.event is SecurityEventKind.BAD_SIGNATURE
     assert handler.calls == []
+
+
+async def test_notice_precedes_record_when_authenticated(
+    mosquitto: MosquittoBroker,
+    make_link: LinkFactory,
+    handler: RecordingHandler,
+    signing_key: Ed25519PrivateKey,
+) -> None:
+    """The gateway hears of a signed command while it is stored, never of a forged one."""
+    noticed: list[tuple[str, bool]] = []
+    link: CloudLink | None = None
+
+    def notice(body: CommandBody) -> None:
+        assert link is not None
+        noticed.append((body.command_id, link.commands.lookup(body.command_id) is None))
+        if body.command_id == "cmd-2":
+            raise RuntimeError("notice failed")
+
+    link = make_link(notice=notice)
+    async with observe(mosquitto) as backend, running(link):
+        await link.wait_connected()
+        forged = command_payload(Ed25519PrivateKey.generate(), EjectCommand())
+        await backend.publish(COMMAND_TOPIC, forged)
+        await backend.next_on("/cmd/result")
+        for command_id in ("cmd-1", "cmd-2"):
+            payload = command_payload(signing_key, EjectCommand(), command_id=command_id)
+            await backend.publish(COMMAND_TOPIC, payload)
+            result = result_of(await backend.next_on("/cmd/result"))
+            assert result.command_id == command_id
+            assert result.status is CommandStatus.SUCCEEDED
+
+    # Both notices came before the command's record; the failing one did not stop cmd-2.
+    assert noticed == [("cmd-1", True), ("cmd-2", True)]
+    assert [call.command_id for call in handler.calls] == ["cmd-1", "cmd-2"]
 
 
 async def test_failing_handler_keeps_session(

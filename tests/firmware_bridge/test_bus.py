@@ -17,7 +17,7 @@ from firmware_bridge import (
 )
 from firmware_bridge.bus import PRIORITY_EJECT, PRIORITY_POLL, BusClient
 from firmware_bridge.clock import SystemClock
-from firmware_bridge.prioritylock import PriorityLock
+from firmware_bridge.prioritylock import PriorityLock, Reservation
 from protocol.slotbus import (
     Command,
     Deframer,
@@ -27,11 +27,15 @@ from protocol.slotbus import (
     Frame,
     SlotRef,
     Status,
+    decode_request,
     encode_error,
     encode_response,
 )
 
 Responder = Callable[[Frame], list[bytes]]
+
+WAIT_S = 5.0
+"""Longest wait for something a passing test sees far sooner."""
 
 
 class ScriptedLink:
@@ -197,3 +201,73 @@ async def test_priority_lock_survives_cancelled_waiter() -> None:
     lock.release()
 
     assert not lock.locked
+
+
+async def reserved_lock_with_poll() -> tuple[PriorityLock, Reservation, asyncio.Task[None]]:
+    """Return a free lock reserved for ejects, and a poll task kept waiting by it."""
+    lock = PriorityLock()
+    reservation = lock.reserve(PRIORITY_EJECT)
+    poll = asyncio.create_task(lock.acquire(PRIORITY_POLL))
+    await asyncio.sleep(0)
+    assert not poll.done()
+    assert not lock.locked
+    return lock, reservation, poll
+
+
+async def test_reservation_blocks_polls_until_used() -> None:
+    lock, reservation, poll = await reserved_lock_with_poll()
+
+    await lock.acquire(PRIORITY_EJECT)  # meets the reservation: no wait, and uses it up
+    assert lock.reserved == 0
+    lock.release()
+    async with asyncio.timeout(WAIT_S):
+        await poll
+    assert lock.locked
+    lock.withdraw(reservation)  # already used: changes nothing
+    lock.release()
+    assert not lock.locked
+
+
+async def test_withdrawn_reservation_frees_poll() -> None:
+    lock, reservation, poll = await reserved_lock_with_poll()
+
+    lock.withdraw(reservation)
+    async with asyncio.timeout(WAIT_S):
+        await poll
+    assert lock.locked
+    assert lock.reserved == 0
+
+
+async def test_reserved_bus_writes_eject_first() -> None:
+    """A poll due while an eject command is still being stored waits for the eject's request."""
+    bus = BusClient(config(), SystemClock())
+    link = ScriptedLink(ack_reply)
+    async with pumped(bus, link):
+        bus.reserve_for_eject(hold_s=WAIT_S)
+        poll = asyncio.create_task(bus.request(1, Command.ACK_EVENTS, EventAck(1, 1), retries=0))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert link.requests == []  # the bus is free, and still the poll waits
+
+        await bus.request(1, Command.ACK_EVENTS, EventAck(2, 2), retries=0, priority=PRIORITY_EJECT)
+        async with asyncio.timeout(WAIT_S):
+            await poll
+
+    assert [decode_request(frame).body for frame in link.requests] == [
+        EventAck(2, 2),
+        EventAck(1, 1),
+    ]
+
+
+async def test_unused_reservation_expires() -> None:
+    """A reservation whose eject never comes (a duplicate, a rejection) frees the bus."""
+    bus = BusClient(config(), SystemClock())
+    link = ScriptedLink(ack_reply)
+    async with pumped(bus, link):
+        bus.reserve_for_eject(hold_s=0.05)
+        poll = asyncio.create_task(bus.request(1, Command.ACK_EVENTS, EventAck(1, 1), retries=0))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not poll.done()
+        async with asyncio.timeout(WAIT_S):
+            assert await poll == EventAckResult(0)
