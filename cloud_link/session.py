@@ -45,7 +45,7 @@ from cloud_link.messages import (
 from cloud_link.outbox import Outbox
 from cloud_link.publisher import Publisher, PublisherCounters
 from cloud_link.signing import load_trusted_keys
-from cloud_link.storage import Storage
+from cloud_link.storage import Storage, checkpoint_in_background
 from cloud_link.tls import build_tls_context
 from cloud_link.topics import Topics
 from protocol.cabinet import LinkState
@@ -183,8 +183,11 @@ class CloudLink:
                 dispatcher = tasks.create_task(self._dispatcher.run(), name="cloud-commands")
                 heartbeat = tasks.create_task(self._heartbeat_loop(), name="cloud-heartbeat")
                 maintenance = tasks.create_task(self._maintenance_loop(), name="cloud-maintenance")
+                checkpoints = tasks.create_task(
+                    checkpoint_in_background(self._storage.path), name="cloud-checkpoint"
+                )
                 await self._connection.run()
-                for task in (dispatcher, heartbeat, maintenance):
+                for task in (dispatcher, heartbeat, maintenance, checkpoints):
                     task.cancel()
         except* CloudConfigError as group:
             # Callers handle one fatal error, not the task group around it.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import sys
@@ -66,7 +67,12 @@ def run(config: ConfigOption = DEFAULT_CONFIG_PATH, lang: LangOption = None) -> 
             "mqtt.commands.trusted_keys is empty: every cloud command will be rejected"
         )
     try:
-        asyncio.run(Daemon(settings, recent_logs=recent).run())
+        daemon = Daemon(settings, recent_logs=recent)
+        # Modules, models and configuration live as long as the process. Frozen, they are
+        # left out of full garbage collections, which took 27 ms with them on the
+        # development VM (53,000 objects after import) and stalled the event loop.
+        gc.freeze()
+        asyncio.run(daemon.run())
     except InstanceLockedError as exc:
         raise _fail(_("Another gateway is already running: {detail}", detail=str(exc))) from None
     except CloudConfigError as exc:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cloud_link.storage import limit_autocheckpoint
 from firmware_bridge import EventWatermark
 
 BUSY_TIMEOUT_MS = 5000
@@ -112,6 +113,8 @@ class GatewayStore:
         self._conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         _enable_wal(self._conn)
         self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # The daemon checkpoints this file from a worker thread (`checkpoint_in_background`).
+        limit_autocheckpoint(self._conn)
         self._conn.executescript(SCHEMA)
         self._occupancy: dict[int, tuple[bool, str | None]] = {}
         self._durable: bool | None = None  # PRAGMA synchronous last set: FULL, NORMAL, unset
