@@ -1,20 +1,23 @@
 """command: eject command arrival at the gateway's MQTT connection to UNLOCK on the serial line.
 
-The daemon runs as its own process. Its MQTT connection passes through a proxy that notes
-when the last byte of each PUBLISH from the broker arrives. The simulator (on a pty in this
-process) notes when the bytes of an UNLOCK request arrive from the gateway. The difference,
-per command, is the gateway's latency plus one proxy hop and one pty hop. Commands go one at
-a time to slots in turn. The bank is taken as soon as the UNLOCK arrives and put back after
-the result, so every slot stays rentable. The baseline is the broker's loopback latency, from
-a QoS 1 publish to its arrival at a subscriber on the same broker, measured in the same run.
-The summary also gives the latency of a one-row durable SQLite commit in the daemon's state
-directory, the step that the gateway must finish before every UNLOCK.
-"""
+The daemon runs as its own process, on its default polling intervals. Its MQTT connection
+passes through a proxy that notes when the last byte of each PUBLISH from the broker arrives.
+The simulator (on a pty in this process) notes when the bytes of an UNLOCK request arrive
+from the gateway. The difference, per command, is the gateway's latency plus one proxy hop and
+one pty hop. Commands go one at a time to slots in turn. The bank is taken as soon as the
+UNLOCK arrives and put back after the result. The next command follows the report of that
+return after a random pause of up to one busy poll interval, so commands meet the bus at
+random points of its polling, as rentals do, and not always while the return is being read.
+The baseline is the broker's loopback latency, from a QoS 1 publish to its arrival at a
+subscriber on the same broker, measured in the same run. The summary also gives the latency
+of a one-row durable SQLite commit in the daemon's state directory, the step that the gateway
+must finish before every UNLOCK."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import sqlite3
 import tempfile
 import time
@@ -44,6 +47,9 @@ FULL_COMMANDS = 1000
 QUICK_COMMANDS = 60
 WARMUP_COMMANDS = 5
 STEP_TIMEOUT_S = 10.0
+PAUSE_MAX_S = 0.3
+"""Maximum pause before the next command: the default busy poll interval of a board."""
+PAUSE_SEED = 7
 
 
 class TappedCabinet(Cabinet):
@@ -72,21 +78,27 @@ class TappedCabinet(Cabinet):
 
 
 class Results:
-    """Command results seen by the cloud, by command id."""
+    """Command results seen by the cloud, by command id, and returns, by slot."""
 
     def __init__(self) -> None:
         self.done: dict[str, asyncio.Event] = {}
+        self.returned: dict[int, asyncio.Event] = {}
 
     def expect(self, command_id: str) -> asyncio.Event:
         return self.done.setdefault(command_id, asyncio.Event())
 
+    def expect_return(self, slot: int) -> asyncio.Event:
+        return self.returned.setdefault(slot, asyncio.Event())
+
     def on_message(self, message: ReceivedMessage) -> None:
         envelope = message.envelope
-        if envelope is None or envelope.data.kind != "command_result":
+        if envelope is None:
             return
-        command_id = envelope.data.command_id
-        if command_id is not None:
-            self.expect(command_id).set()
+        data = envelope.data
+        if data.kind == "bank_returned":
+            self.expect_return(data.slot).set()
+        elif data.kind == "command_result" and data.command_id is not None:
+            self.expect(data.command_id).set()
 
 
 def gateway_config(state_dir: Path, port: str, proxy_port: int, public_key: str) -> dict[str, Any]:
@@ -99,7 +111,6 @@ def gateway_config(state_dir: Path, port: str, proxy_port: int, public_key: str)
                 for address in range(1, BOARDS + 1)
             ],
             "settle_s": 0.5,
-            "event_poll_interval_s": 0.1,
         },
         "mqtt": {
             "host": "127.0.0.1",
@@ -179,7 +190,11 @@ async def eject_once(
     bank = cabinet.take(slot)
     async with asyncio.timeout(STEP_TIMEOUT_S):
         await done.wait()
+    returned = results.expect_return(slot)
+    returned.clear()
     cabinet.insert_bank(slot, bank)
+    async with asyncio.timeout(STEP_TIMEOUT_S):
+        await returned.wait()
     return unlocked - arrived
 
 
@@ -220,22 +235,26 @@ async def measure(work: Path, commands: int) -> tuple[list[float], list[float], 
                 mqtt_version="5",
                 on_message=results.on_message,
             )
-            # The daemon's start and stop block, and the simulator must keep responding meanwhile.
-            gateway = contextlib.ExitStack()
-            await asyncio.to_thread(
-                gateway.enter_context, gateway_process(config, work / "gateway.log")
-            )
-            try:
-                async with cloud.connected():
+            pauses = random.Random(PAUSE_SEED)
+            # The cloud subscribes before the daemon starts: an event published to no
+            # subscriber waits for a retry, and later events of its lane wait behind it.
+            async with cloud.connected():
+                # The daemon's start and stop block, and the simulator must keep responding.
+                gateway = contextlib.ExitStack()
+                await asyncio.to_thread(
+                    gateway.enter_context, gateway_process(config, work / "gateway.log")
+                )
+                try:
                     latencies = []
                     for number in range(commands + WARMUP_COMMANDS):
                         slot = 1 + number % sim.slot_count
                         latency = await eject_once(cabinet, cloud, results, publishes, slot)
                         if number >= WARMUP_COMMANDS:
                             latencies.append(latency)
+                        await asyncio.sleep(pauses.uniform(0.0, PAUSE_MAX_S))
                     loopback = await broker_loopback(broker, commands)
-            finally:
-                await asyncio.to_thread(gateway.close)
+                finally:
+                    await asyncio.to_thread(gateway.close)
     return latencies, loopback, durable_commits(state, commands)
 
 
@@ -248,7 +267,8 @@ def run(quick: bool) -> tuple[BenchResult, list[str]]:
     loop50, loop99 = percentile(loopback, 0.5) * 1000, percentile(loopback, 0.99) * 1000
     summary = [
         f"command: {len(latencies)} eject commands one at a time after {WARMUP_COMMANDS} "
-        f"warm-up commands, {BOARDS * SLOTS_PER_BOARD}-slot simulator on a pty, MQTT 5",
+        f"warm-up commands, {BOARDS * SLOTS_PER_BOARD}-slot simulator on a pty, MQTT 5, "
+        f"0 to {PAUSE_MAX_S} s between a return and the next command",
         f"  PUBLISH at the gateway's connection -> UNLOCK on the serial line: "
         f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {max(latencies) * 1000:.2f} ms",
         f"  broker loopback, QoS 1 publish -> subscriber: p50 {loop50:.2f} ms, "
