@@ -5,15 +5,17 @@ aiomqtt 2.x drops the PUBACK reason code, which the outbox needs to tell "accept
 It also writes queued packets once per event loop pass instead of through a writer
 callback registered from any thread.
 NOTE: it relies on aiomqtt 2.x internals (`_client`, `_loop`, `_disconnected`,
-`_on_publish`, `_on_socket_register_write`, `_client_connect`); pyproject pins aiomqtt
-below 3.
+`_on_publish`, `_on_socket_register_write`, `_client_connect`, `_wait_for`); pyproject pins
+aiomqtt below 3.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
-from typing import Any, NamedTuple
+from collections.abc import Awaitable
+from typing import Any, NamedTuple, TypeVar
 
 import aiomqtt
 import paho.mqtt.client as mqtt
@@ -21,6 +23,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud_link.tls import LinkTlsContext
+
+T = TypeVar("T")
 
 # MQTT 5 reason codes used by the outbox.
 RC_SUCCESS = 0x00
@@ -136,6 +140,20 @@ class LinkClient(aiomqtt.Client):
             ) from exc
         finally:
             self._acks.pop(pending.mid, None)
+
+    async def _wait_for(self, fut: Awaitable[T], timeout: float | None) -> T:  # noqa: ASYNC109
+        """Wait for an aiomqtt operation (connect, subscribe, unsubscribe) within `timeout`.
+
+        Replaces aiomqtt's version, which uses `asyncio.wait_for`: in Python 3.11 that returns
+        the result instead of raising CancelledError when both arrive in the same loop pass,
+        so a session being torn down could wait on as if never cancelled.
+        """
+        limit = self.timeout if timeout is None else timeout
+        try:
+            async with asyncio.timeout(None if limit == math.inf else limit):
+                return await fut
+        except TimeoutError:
+            raise aiomqtt.MqttError("Operation timed out") from None
 
     def publish_nowait(
         self,
