@@ -50,6 +50,8 @@ STEP_TIMEOUT_S = 10.0
 PAUSE_MAX_S = 0.3
 """Maximum pause before the next command: the default busy poll interval of a board."""
 PAUSE_SEED = 7
+PROBE_SPACING_S = 0.01
+"""Pause between two probe commits, so each fsync meets an idle disk as a command's does."""
 
 
 class TappedCabinet(Cabinet):
@@ -148,6 +150,8 @@ def durable_commits(directory: Path, samples: int) -> list[float]:
 
     The gateway commits one such row (the command store's record) before each UNLOCK, so that
     a redelivered command never ejects twice. These figures are that step's floor on this disk.
+    The commits are spaced as commands are: on the development VM an fsync after a pause took
+    about 0.85 ms at the median, against 0.35 ms back to back.
     """
     path = directory / "fsync-probe.sqlite"
     conn = sqlite3.connect(path, isolation_level=None)
@@ -158,6 +162,7 @@ def durable_commits(directory: Path, samples: int) -> list[float]:
         body = "x" * 300  # about the size of a stored command body
         latencies = []
         for _ in range(samples):
+            time.sleep(PROBE_SPACING_S)
             started = time.monotonic()
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("INSERT INTO probe (body) VALUES (?)", (body,))
