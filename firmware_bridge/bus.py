@@ -15,7 +15,7 @@ from firmware_bridge.errors import (
     PortLostError,
     RequestTimeoutError,
 )
-from firmware_bridge.prioritylock import PriorityLock
+from firmware_bridge.prioritylock import PriorityLock, Reservation
 from firmware_bridge.stats import BusCounters, BusStats, percentile
 from firmware_bridge.transport import ByteLink
 from protocol.slotbus import (
@@ -63,11 +63,17 @@ class BusClient:
         self._sequences: dict[int, int] = {}
         self._last_written: bytes | None = None
         self._quiet_until = 0.0  # clock time before which the next request must not start
+        self._next_hold_at = 0.0  # loop time before which `reserve_for_eject` holds nothing
         self.counters = BusCounters()
 
     @property
     def connected(self) -> bool:
         return self._link is not None
+
+    @property
+    def holding_for_eject(self) -> bool:
+        """Whether a hold of `reserve_for_eject` keeps polls off the bus right now."""
+        return self._lock.reserved > 0
 
     def reserve_for_eject(self, hold_s: float = EJECT_NOTICE_HOLD_S) -> None:
         """Start no other request until an eject request takes the bus, at most `hold_s`.
@@ -75,9 +81,19 @@ class BusClient:
         For an eject command that is still being checked and stored: a poll started in that
         time would hold the bus when the UNLOCK is ready, for up to a whole status read. An
         exchange already running finishes first. The hold runs on the event loop's clock.
+        One hold runs at a time, and after a hold that no eject used (a duplicate or rejected
+        command) the next starts `hold_s` later at the earliest, so a flood of such commands
+        still leaves the polls, and with them the returns, at least half of the time.
         """
+        loop = asyncio.get_running_loop()
+        if self._lock.reserved or loop.time() < self._next_hold_at:
+            return
         reservation = self._lock.reserve(PRIORITY_EJECT)
-        asyncio.get_running_loop().call_later(hold_s, self._lock.withdraw, reservation)
+        loop.call_later(hold_s, self._end_hold, reservation, hold_s)
+
+    def _end_hold(self, reservation: Reservation, hold_s: float) -> None:
+        if self._lock.withdraw(reservation):
+            self._next_hold_at = asyncio.get_running_loop().time() + hold_s
 
     def _byte_time_s(self) -> float:
         return BITS_PER_BYTE / self._config.baudrate

@@ -48,11 +48,13 @@ class PriorityLock:
         self._reservations.append(reservation)
         return reservation
 
-    def withdraw(self, reservation: Reservation) -> None:
-        """End an unused reservation; nothing happens when a holder already used it."""
-        if reservation in self._reservations:
-            self._reservations.remove(reservation)
-            self._grant_next()
+    def withdraw(self, reservation: Reservation) -> bool:
+        """End a reservation; return False when a holder had already used it."""
+        if reservation not in self._reservations:
+            return False
+        self._reservations.remove(reservation)
+        self._grant_next()
+        return True
 
     def _excluded(self, priority: int) -> bool:
         return any(priority > r.priority for r in self._reservations)

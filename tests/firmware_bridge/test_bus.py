@@ -252,6 +252,8 @@ async def test_reserved_bus_writes_eject_first() -> None:
         await bus.request(1, Command.ACK_EVENTS, EventAck(2, 2), retries=0, priority=PRIORITY_EJECT)
         async with asyncio.timeout(WAIT_S):
             await poll
+        bus.reserve_for_eject(hold_s=0.01)  # the last hold was used, so the next starts at once
+        assert bus.holding_for_eject
 
     assert [decode_request(frame).body for frame in link.requests] == [
         EventAck(2, 2),
@@ -271,3 +273,19 @@ async def test_unused_reservation_expires() -> None:
         assert not poll.done()
         async with asyncio.timeout(WAIT_S):
             assert await poll == EventAckResult(0)
+
+
+async def test_unused_hold_gives_polls_a_turn() -> None:
+    """Repeated commands that never eject cannot keep the polls, and so the returns, away."""
+    bus = BusClient(config(), SystemClock())
+    link = ScriptedLink(ack_reply)
+    async with pumped(bus, link):
+        bus.reserve_for_eject(hold_s=0.05)
+        bus.reserve_for_eject(hold_s=0.05)  # one hold at a time
+        assert bus.holding_for_eject
+        async with asyncio.timeout(WAIT_S):
+            await bus.request(1, Command.ACK_EVENTS, EventAck(1, 1), retries=0)
+        assert not bus.holding_for_eject  # ran out unused
+
+        bus.reserve_for_eject(hold_s=0.05)
+        assert not bus.holding_for_eject
