@@ -46,17 +46,17 @@ async def checkpoint_in_background(
     checkpoint inside its COMMIT, with an fsync of the database file, and the command
     benchmark saw such commits take 10 to 30 ms before an UNLOCK. PASSIVE mode does not wait
     for the writer or for readers; it copies what it can and leaves the rest for the next one.
+    A failed checkpoint, or a failed open of the connection, is logged and tried again.
     `on_checkpoint` gets SQLite's result of each one: (busy, WAL frames, frames copied).
     """
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-checkpoint")
     loop = asyncio.get_running_loop()
-    conn: sqlite3.Connection | None = None
+    opened: list[sqlite3.Connection] = []
     try:
-        conn = await loop.run_in_executor(worker, _checkpoint_connection, path)
         while True:
             await asyncio.sleep(interval_s)
             try:
-                result = await loop.run_in_executor(worker, _checkpoint_passive, conn)
+                result = await loop.run_in_executor(worker, _checkpoint_passive, path, opened)
             except sqlite3.Error as exc:
                 logger.warning(
                     "background WAL checkpoint of %s failed: %s; next try in %.0f s",
@@ -68,23 +68,32 @@ async def checkpoint_in_background(
             if on_checkpoint is not None:
                 on_checkpoint(result)
     finally:
-        # Closed on the worker thread, after a checkpoint that may still run there.
-        if conn is not None:
-            worker.submit(conn.close)
-        worker.shutdown(wait=False)
+        # The close runs after a checkpoint that may still be running on the worker thread.
+        # Waiting for the thread to end means that the caller can close the database next.
+        worker.submit(_close_all, opened)
+        await asyncio.shield(asyncio.to_thread(worker.shutdown, wait=True))
 
 
-def _checkpoint_connection(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-    )
-    conn.execute("PRAGMA wal_autocheckpoint = 0")
-    return conn
-
-
-def _checkpoint_passive(conn: sqlite3.Connection) -> tuple[int, int, int]:
-    row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+def _checkpoint_passive(path: Path, opened: list[sqlite3.Connection]) -> tuple[int, int, int]:
+    """Run one PASSIVE checkpoint, first opening the connection kept in `opened` if needed."""
+    if not opened:
+        # mode=rw: a state file deleted under the daemon is not created again, empty, here.
+        conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=rw",
+            uri=True,
+            timeout=BUSY_TIMEOUT_S,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        opened.append(conn)
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+    row = opened[0].execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     return (int(row[0]), int(row[1]), int(row[2]))
+
+
+def _close_all(opened: list[sqlite3.Connection]) -> None:
+    for conn in opened:
+        conn.close()
 
 
 class Storage:

@@ -25,7 +25,6 @@ from cloud_link import (
     StockReport,
 )
 from cloud_link.clock import SystemClock as CloudClock
-from cloud_link.storage import checkpoint_in_background
 from firmware_bridge import (
     BankHealthReport,
     BankRemoved,
@@ -172,12 +171,9 @@ class Daemon:
             cloud_task = tasks.create_task(self.cloud.run(), name="cloud")
             watchdog = tasks.create_task(self.notifier.watchdog_loop(), name="watchdog")
             startup = tasks.create_task(self._start_up(leftover), name="startup")
-            checkpoints = tasks.create_task(
-                checkpoint_in_background(self.store.path), name="store-checkpoint"
-            )
             await self._stop.wait()
             await self._shut_down(startup, cloud_task)
-            for task in (bridge_task, watchdog, startup, checkpoints):
+            for task in (bridge_task, watchdog, startup):
                 task.cancel()
 
     async def _start_up(self, leftover: list[PendingCommand]) -> None:

@@ -113,7 +113,8 @@ class GatewayStore:
         self._conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         _enable_wal(self._conn)
         self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        # The daemon checkpoints this file from a worker thread (`checkpoint_in_background`).
+        # The daemon keeps these tables in the cloud link's file, which `CloudLink.run`
+        # checkpoints from a worker thread (`checkpoint_in_background`).
         limit_autocheckpoint(self._conn)
         self._conn.executescript(SCHEMA)
         self._occupancy: dict[int, tuple[bool, str | None]] = {}
