@@ -21,6 +21,7 @@ from gateway.config import (
     GatewayConfig,
     check_resources,
     load_config,
+    state_dir_problem,
 )
 from gateway.i18n import N_, _, activate, resolve_language
 
@@ -39,14 +40,23 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def load_or_exit(path: Path) -> GatewayConfig:
-    """Load the config or exit with every problem listed (key, value, what is expected)."""
+def load_or_exit(path: Path, exit_code: int = 2) -> GatewayConfig:
+    """Load the config or exit with every problem listed (key, value, what is expected).
+
+    `run` exits with EX_CONFIG, which stops systemd's restarts. `config check` and the `store`
+    commands keep 2, the code their documentation gives for an invalid config.
+    """
     try:
         return load_config(path)
     except ConfigError as error:
         lines = "\n  ".join(error.problems)
         heading = _("Invalid configuration in {source}:", source=error.source)
-        raise _fail(f"{heading}\n  {lines}") from None
+        raise _fail(f"{heading}\n  {lines}", exit_code) from None
+
+
+def _is_within(path: Path, directory: Path) -> bool:
+    """Return whether `path` is `directory`, one of its parents or a file below it."""
+    return path.is_relative_to(directory) or directory.is_relative_to(path)
 
 
 def run(config: ConfigOption = DEFAULT_CONFIG_PATH, lang: LangOption = None) -> None:
@@ -56,7 +66,7 @@ def run(config: ConfigOption = DEFAULT_CONFIG_PATH, lang: LangOption = None) -> 
     from gateway.logs import setup_logging
 
     activate(resolve_language(lang, config))
-    settings = load_or_exit(config)
+    settings = load_or_exit(config, EX_CONFIG)
     problems = check_resources(settings, strict=False)
     if problems:
         heading = _("Invalid configuration in {source}:", source=str(config))
@@ -80,6 +90,15 @@ def run(config: ConfigOption = DEFAULT_CONFIG_PATH, lang: LangOption = None) -> 
         raise _fail(
             _("Cannot connect to the cloud: {detail}", detail=str(exc)), EX_CONFIG
         ) from None
+    except OSError as exc:
+        # check_resources has looked at the state directory, but it cannot see everything: it
+        # may have run as another user, or the directory changed since. A failure on another
+        # path keeps its traceback.
+        state_dir = settings.cabinet.state_dir
+        if exc.filename is None or not _is_within(Path(exc.filename), state_dir):
+            raise
+        heading = _("Invalid configuration in {source}:", source=str(config))
+        raise _fail(f"{heading}\n  {state_dir_problem(state_dir, exc)}", EX_CONFIG) from None
     except KeyboardInterrupt:
         pass
 

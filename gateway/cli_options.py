@@ -6,7 +6,19 @@ from typing import Annotated
 
 import typer
 
-from gateway.i18n import N_, Language, activate
+from gateway.i18n import N_, Language, _, activate
+
+# `zh` is accepted as CABINET_GATEWAY_LANG accepts it; the comparison ignores case.
+_LANG_VALUES = {"en": Language.EN, "zh-cn": Language.ZH_CN, "zh": Language.ZH_CN}
+
+
+def _parse_lang(value: str | Language) -> Language:
+    if isinstance(value, Language):
+        return value
+    language = _LANG_VALUES.get(value.strip().lower())
+    if language is None:
+        raise ValueError(_("invalid language {value!r}. Use en, zh-CN or zh.", value=value))
+    return language
 
 
 def _lang_callback(ctx: typer.Context, value: Language | None) -> Language | None:
@@ -22,7 +34,9 @@ LangOption = Annotated[
     typer.Option(
         "--lang",
         is_eager=True,
+        parser=_parse_lang,
+        metavar="<en|zh-CN>",
         callback=_lang_callback,
-        help=N_("Language of the output: zh-CN or en."),
+        help=N_("Language of the output: zh-CN (or zh) or en."),
     ),
 ]

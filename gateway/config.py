@@ -7,7 +7,9 @@ They take precedence over the file.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -36,6 +38,10 @@ class ConfigError(Exception):
         self.source = source
         self.problems = problems
         super().__init__(f"invalid configuration in {source}:\n  " + "\n  ".join(problems))
+
+
+class _SharedCabinetId(str):
+    """`cabinet.id` copied into `mqtt.cabinet_id`, so that its errors are reported only once."""
 
 
 class CabinetSection(BaseModel):
@@ -116,7 +122,10 @@ class GatewayConfig(BaseSettings):
             cabinet = data.get("cabinet")
             mqtt = data.get("mqtt")
             if isinstance(cabinet, dict) and isinstance(mqtt, dict) and "id" in cabinet:
-                mqtt.setdefault("cabinet_id", cabinet["id"])
+                shared = cabinet["id"]
+                if isinstance(shared, str):
+                    shared = _SharedCabinetId(shared)
+                mqtt.setdefault("cabinet_id", shared)
         return data
 
     @model_validator(mode="after")
@@ -155,11 +164,17 @@ def load_config(path: Path) -> GatewayConfig:
         with path.open("rb") as file:
             data = tomllib.load(file)
     except FileNotFoundError:
-        raise ConfigError(str(path), ["file not found; pass --config PATH"]) from None
+        problem = _(
+            "file {path} not found. Check the path given with --config (default {default}).",
+            path=str(path),
+            default=str(DEFAULT_CONFIG_PATH),
+        )
+        raise ConfigError(str(path), [problem]) from None
     except OSError as exc:
-        raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
+        problem = _("cannot read the file: {error}", error=exc.strerror)
+        raise ConfigError(str(path), [problem]) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
+        raise ConfigError(str(path), [_("not valid TOML: {error}", error=str(exc))]) from None
     return config_from_dict(data, source=str(path))
 
 
@@ -182,6 +197,8 @@ def describe_errors(exc: ValidationError) -> list[str]:
     """Turn pydantic errors into lines of `key: problem (got value)`."""
     lines = []
     for error in exc.errors():
+        if isinstance(error.get("input"), _SharedCabinetId):
+            continue  # the same error is listed under cabinet.id, the key the user wrote
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
@@ -194,8 +211,48 @@ def describe_errors(exc: ValidationError) -> list[str]:
     return lines
 
 
+def state_dir_problem(state_dir: Path, error: OSError) -> str:
+    """Describe, translated, why the daemon cannot create or write to `state_dir`."""
+    detail = f"{error.strerror}: {error.filename}" if error.filename else str(error)
+    return _(
+        "cabinet.state_dir: cannot create or write to the directory {path} ({error}). "
+        "Create it and make it writable for the user that runs the gateway.",
+        path=str(state_dir),
+        error=detail,
+    )
+
+
+def _check_state_dir(config: GatewayConfig) -> list[str]:
+    """Report a state directory that the daemon could not create or write to.
+
+    Nothing is created: the check looks at the directory, or at its nearest existing parent
+    when the directory does not exist yet, with the permissions of the user running the check.
+    """
+    state_dir = config.cabinet.state_dir
+    for candidate in (state_dir, *state_dir.parents):
+        try:
+            mode = candidate.stat().st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as exc:  # NotADirectoryError below a regular file, PermissionError
+            return [state_dir_problem(state_dir, exc)]
+        if not stat.S_ISDIR(mode):
+            error = OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(candidate))
+            return [state_dir_problem(state_dir, error)]
+        if not os.access(candidate, os.W_OK | os.X_OK):
+            error = OSError(errno.EACCES, os.strerror(errno.EACCES), str(candidate))
+            return [state_dir_problem(state_dir, error)]
+        break
+    problems = []
+    for path in (config.database_path, config.lock_path):
+        if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+            error = OSError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+            problems.append(state_dir_problem(state_dir, error))
+    return problems
+
+
 def check_resources(config: GatewayConfig, *, strict: bool = True) -> list[str]:
-    """Return problems the schema cannot see, translated: missing TLS files, unusable keys.
+    """Return problems the schema cannot see, translated: state directory, TLS files, keys.
 
     `strict` also reports an empty key list, which leaves the daemon working but unable to
     accept any command.
@@ -203,7 +260,7 @@ def check_resources(config: GatewayConfig, *, strict: bool = True) -> list[str]:
     from cloud_link import SigningError
     from cloud_link.signing import load_trusted_keys
 
-    problems = []
+    problems = _check_state_dir(config)
     tls = config.mqtt.tls
     if tls.enabled:
         for key, path in (

@@ -388,7 +388,7 @@ def test_invalid_config_json(tmp_path: Path) -> None:
     assert result.exit_code == EXIT_USAGE
     error = json.loads(result.stdout)["error"]
     assert error["code"] == "config_invalid"
-    assert "file not found" in error["message"]
+    assert f"file {tmp_path / 'none.toml'} not found" in error["message"]
 
 
 def not_sqlite(path: Path) -> None:

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import base64
+import errno
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from gateway.cli import app
+from gateway.cli_daemon import EX_CONFIG
 from gateway.config import EXAMPLE_CONFIG_PATH, ConfigError, check_resources, load_config
+from gateway.i18n import Language, activate
+from gateway.logs import RecentLines
 
 TRUSTED = base64.b64encode(
     Ed25519PrivateKey.generate()
@@ -20,9 +26,23 @@ TRUSTED = base64.b64encode(
 ).decode()
 
 
-def usable_example(tmp_path: Path) -> Path:
-    """The shipped example with TLS switched off and a real public key, so it validates."""
+@pytest.fixture(autouse=True)
+def english_messages() -> Iterator[None]:
+    """Start and leave each test in English, whatever language a command activated."""
+    activate(Language.EN)
+    yield
+    activate(Language.EN)
+
+
+def usable_example(tmp_path: Path, state_dir: Path | None = None) -> Path:
+    """The shipped example with TLS switched off, a real public key and a state directory in
+    `tmp_path`, so it validates.
+    """
     text = EXAMPLE_CONFIG_PATH.read_text(encoding="utf-8")
+    text = text.replace(
+        'state_dir = "/var/lib/cabinet-gateway"',
+        f'state_dir = "{state_dir or tmp_path / "state"}"',
+    )
     text = text.replace("enabled = true", "enabled = false")
     text = text.replace(
         "REPLACE_WITH_BASE64_PUBLIC_KEY_FROM_cabinet-gateway_cloud_keygen=", TRUSTED
@@ -75,7 +95,9 @@ def test_unknown_and_missing_keys(tmp_path: Path) -> None:
 
 def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
     assert "not valid TOML" in problems_of(write(tmp_path, "[cabinet\n"))[0]
-    assert "file not found" in problems_of(tmp_path / "absent.toml")[0]
+    missing = problems_of(tmp_path / "absent.toml")[0]
+    assert f"file {tmp_path / 'absent.toml'} not found" in missing
+    assert "Check the path given with --config" in missing
 
 
 def test_duplicate_board_addresses(tmp_path: Path) -> None:
@@ -164,9 +186,7 @@ def test_battery_reports_limited_per_bank(tmp_path: Path) -> None:
     from firmware_bridge import BankHealthReport
     from gateway.daemon import Daemon
 
-    text = usable_example(tmp_path).read_text(encoding="utf-8")
-    text = text.replace('state_dir = "/var/lib/cabinet-gateway"', f'state_dir = "{tmp_path}"')
-    daemon = Daemon(load_config(write(tmp_path, text)))
+    daemon = Daemon(load_config(usable_example(tmp_path)))
 
     def report(bank: str, retire: bool = False) -> BankHealthReport:
         return BankHealthReport(
@@ -177,3 +197,199 @@ def test_battery_reports_limited_per_bank(tmp_path: Path) -> None:
     assert daemon._health_too_soon(report("A"))
     assert not daemon._health_too_soon(report("B"))
     assert not daemon._health_too_soon(report("A", retire=True))
+
+
+def test_invalid_cabinet_id_reported_once(tmp_path: Path) -> None:
+    text = usable_example(tmp_path).read_text(encoding="utf-8")
+    problems = problems_of(write(tmp_path, text.replace('id = "CAB-000001"', 'id = "bad id!"')))
+    assert [p for p in problems if "'bad id!'" in p] == [
+        next(p for p in problems if p.startswith("cabinet.id:"))
+    ]
+    assert not any(p.startswith("mqtt.cabinet_id") for p in problems)
+
+
+def test_invalid_cabinet_id_from_environment_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CABINET_GATEWAY_CABINET__ID", "bad id!")
+    problems = problems_of(usable_example(tmp_path))
+    assert len([p for p in problems if "'bad id!'" in p]) == 1
+    assert not any(p.startswith("mqtt.cabinet_id") for p in problems)
+
+
+def test_written_mqtt_cabinet_id_still_checked(tmp_path: Path) -> None:
+    text = usable_example(tmp_path).read_text(encoding="utf-8")
+    text = text.replace("[mqtt]\n", '[mqtt]\ncabinet_id = "other id!"\n', 1)
+    problems = problems_of(write(tmp_path, text))
+    assert any(p.startswith("mqtt.cabinet_id:") and "'other id!'" in p for p in problems)
+
+
+# --- state directory ------------------------------------------------------------------------
+
+
+def test_state_dir_below_file_reported(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    state_dir = tmp_path / "file" / "state"
+    problems = check_resources(load_config(usable_example(tmp_path, state_dir)))
+    assert len(problems) == 1
+    assert problems[0].startswith(
+        f"cabinet.state_dir: cannot create or write to the directory {state_dir}"
+    )
+    assert os.strerror(errno.ENOTDIR) in problems[0]
+    assert "writable for the user that runs the gateway" in problems[0]
+
+
+def test_state_dir_without_permission_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The tests may run as root, and os.access grants root write access to every directory.
+    config = load_config(usable_example(tmp_path, tmp_path / "new" / "state"))
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path)
+    problems = check_resources(config)
+    assert len(problems) == 1
+    assert f"{os.strerror(errno.EACCES)}: {tmp_path}" in problems[0]
+
+
+def test_state_file_without_permission_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load_config(usable_example(tmp_path))
+    config.cabinet.state_dir.mkdir()
+    config.lock_path.write_text("")
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != config.lock_path)
+    problems = check_resources(config)
+    assert len(problems) == 1
+    assert f"{os.strerror(errno.EACCES)}: {config.lock_path}" in problems[0]
+
+
+def test_state_dir_check_creates_nothing(tmp_path: Path) -> None:
+    state_dir = tmp_path / "new" / "state"
+    config = usable_example(tmp_path, state_dir)
+    result = CliRunner().invoke(app, ["config", "check", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "new").exists()
+
+
+def test_config_check_reports_state_dir(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    state_dir = tmp_path / "file" / "state"
+    config = usable_example(tmp_path, state_dir)
+    result = CliRunner().invoke(app, ["config", "check", "--config", str(config)])
+    assert result.exit_code == 2
+    assert f"cabinet.state_dir: cannot create or write to the directory {state_dir}" in (
+        result.output.replace("\n", "")
+    )
+
+
+# --- run: configuration errors stop systemd's restarts ---------------------------------------
+
+
+def run_gateway(*args: str) -> Result:
+    return CliRunner().invoke(app, ["run", *args])
+
+
+@pytest.mark.parametrize(
+    ("lang", "text"),
+    [("en", "cannot create or write to the directory"), ("zh", "无法创建或写入目录")],
+)
+def test_run_state_dir_below_file(tmp_path: Path, lang: str, text: str) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    state_dir = tmp_path / "file" / "state"
+    result = run_gateway("--config", str(usable_example(tmp_path, state_dir)), "--lang", lang)
+    output = result.output.replace("\n", "")
+    assert result.exit_code == EX_CONFIG, output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert text in output
+    assert str(state_dir) in output
+    assert os.strerror(errno.ENOTDIR) in output
+
+
+@pytest.fixture
+def unchecked_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let `run` reach the daemon with a state directory that check_resources did not see.
+
+    Logging stays as pytest set it up: the daemon's setup would remove pytest's handlers.
+    """
+    monkeypatch.setattr("gateway.cli_daemon.check_resources", lambda *args, **kwargs: [])
+    monkeypatch.setattr("gateway.logs.setup_logging", lambda level: RecentLines())
+
+
+@pytest.mark.usefixtures("unchecked_run")
+def test_run_guards_daemon_not_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    state_dir = tmp_path / "file" / "state"
+    result = run_gateway("--config", str(usable_example(tmp_path, state_dir)))
+    output = result.output.replace("\n", "")
+    assert result.exit_code == EX_CONFIG, output
+    assert f"cannot create or write to the directory {state_dir}" in output
+    assert os.strerror(errno.ENOTDIR) in output
+
+
+@pytest.mark.usefixtures("unchecked_run")
+def test_run_guards_daemon_permission_denied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def denied(path: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    state_dir = tmp_path / "new" / "state"
+    monkeypatch.setattr(Path, "mkdir", denied)
+    result = run_gateway("--config", str(usable_example(tmp_path, state_dir)))
+    output = result.output.replace("\n", "")
+    assert result.exit_code == EX_CONFIG, output
+    assert f"cannot create or write to the directory {state_dir}" in output
+    assert os.strerror(errno.EACCES) in output
+
+
+@pytest.mark.usefixtures("unchecked_run")
+def test_run_keeps_other_os_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), "/dev/ttyMISSING")
+
+    monkeypatch.setattr("gateway.daemon.Daemon", fail)
+    result = run_gateway("--config", str(usable_example(tmp_path)))
+    assert isinstance(result.exception, FileNotFoundError)
+
+
+@pytest.mark.parametrize(
+    ("lang", "text"),
+    [("en", "Check the path given with --config"), ("zh-CN", "请检查 --config 指定的路径")],
+)
+def test_run_missing_config_exits_ex_config(tmp_path: Path, lang: str, text: str) -> None:
+    absent = tmp_path / "absent.toml"
+    result = run_gateway("--config", str(absent), "--lang", lang)
+    output = result.output.replace("\n", "")
+    assert result.exit_code == EX_CONFIG, output
+    assert text in output
+    assert f"{absent}" in output
+
+
+def test_run_invalid_config_exits_ex_config(tmp_path: Path) -> None:
+    result = run_gateway("--config", str(write(tmp_path, "[cabinet\n")))
+    assert result.exit_code == EX_CONFIG, result.output
+    assert "not valid TOML" in result.output
+
+
+def test_config_check_missing_config_exits_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["config", "check", "--config", str(tmp_path / "absent")])
+    assert result.exit_code == 2
+
+
+# --- --lang -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["zh", "zh-CN", "ZH-cn"])
+def test_lang_option_accepts_zh(tmp_path: Path, value: str) -> None:
+    config = str(usable_example(tmp_path))
+    result = CliRunner().invoke(app, ["config", "check", "--config", config, "--lang", value])
+    assert result.exit_code == 0, result.output
+    assert "配置" in result.output
+
+
+def test_lang_option_rejects_unknown(tmp_path: Path) -> None:
+    config = str(usable_example(tmp_path))
+    result = CliRunner().invoke(app, ["config", "check", "--config", config, "--lang", "fr"])
+    output = " ".join(result.output.replace("│", " ").split())  # undo the error box's wrapping
+    assert result.exit_code == 2
+    assert "'fr'" in output
+    assert "Use en, zh-CN or zh" in output
