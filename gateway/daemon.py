@@ -90,7 +90,7 @@ class ErrorCapture(logging.Handler):
 
 
 class Daemon:
-    """One cabinet's gateway. `run()` returns after SIGTERM/SIGINT or `stop()`."""
+    """One cabinet's gateway. `run()` returns after `stop()` or, by default, SIGTERM/SIGINT."""
 
     def __init__(self, config: GatewayConfig, *, recent_logs: RecentLines | None = None) -> None:
         self.config = config
@@ -139,11 +139,18 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
 
-    async def run(self) -> None:
+    async def run(self, *, handle_signals: bool = True) -> None:
+        """Run until stopped. With `handle_signals`, SIGTERM and SIGINT call `stop()`.
+
+        A caller that runs more than the daemon in its event loop passes False and calls
+        `stop()` itself, because the loop keeps one handler per signal and this method removes
+        its handlers when it returns.
+        """
+        signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
         self._acquire_lock()
         logging.getLogger().addHandler(self._capture)
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in signals:
             loop.add_signal_handler(signum, self.stop)
         control = ControlServer(self.service, self.config.control.socket, self.config.control.group)
         try:
@@ -153,7 +160,7 @@ class Daemon:
             # The caller reports one fatal configuration error, not the task group around it.
             raise group.exceptions[0] from None
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in signals:
                 loop.remove_signal_handler(signum)
             await control.close()
             logging.getLogger().removeHandler(self._capture)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import socket
 import tempfile
 import time
@@ -42,6 +43,7 @@ CABINET_ID = "DEMO-0001"
 KEY_ID = "demo-key"
 READY_TIMEOUT_S = 60.0
 LOG_LINES = 12
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +156,31 @@ def demo_config(
 
 
 async def run_demo(options: DemoOptions, console: Console) -> DemoStats:
+    """Run the demo until the duration ends, SIGINT or SIGTERM arrives, or the daemon stops.
+
+    The demo handles both signals itself instead of the daemon, so that a signal stops the
+    scripted cloud and the simulator too, and the embedded broker shuts down before
+    `asyncio.run` cancels what is left. While this coroutine runs, a signal during start-up
+    or a second one during the shutdown only sets the same event, so no KeyboardInterrupt is
+    raised inside a task.
+    """
     stats = DemoStats(echo=None if options.view else console)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await _run_parts(options, console, stats, stop)
+    finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+    return stats
+
+
+async def _run_parts(
+    options: DemoOptions, console: Console, stats: DemoStats, stop: asyncio.Event
+) -> None:
+    """Run the simulator, the broker, the daemon and the cloud until `_drive` returns."""
     key = Ed25519PrivateKey.generate()
     sim_config = SimConfig(seed=options.seed)
     behaviour = UserBehaviour(returns_per_hour=options.returns_per_hour)
@@ -179,32 +205,73 @@ async def run_demo(options: DemoOptions, console: Console) -> DemoStats:
                 demo_config(state_dir, pty_path, sim_config, broker, public_key_of(key))
             )
             daemon = Daemon(config)
-            daemon_task = tasks.create_task(daemon.run(), name="gateway")
-            await asyncio.wait_for(daemon.ready.wait(), READY_TIMEOUT_S)
-            console.print(
-                f"[bold]demo[/]: simulator on {pty_path}, broker {broker.host}:{broker.port}, "
-                f"cabinet {CABINET_ID}",
-                soft_wrap=True,
-            )
-            console.print(f"control socket: {config.control.socket}", soft_wrap=True)
+            daemon_task = tasks.create_task(daemon.run(handle_signals=False), name="gateway")
+            daemon_task.add_done_callback(lambda _: stop.set())
+            if await _wait_ready(daemon, stop):
+                console.print(
+                    f"[bold]demo[/]: simulator on {pty_path}, broker {broker.host}:{broker.port}, "
+                    f"cabinet {CABINET_ID}",
+                    soft_wrap=True,
+                )
+                console.print(f"control socket: {config.control.socket}", soft_wrap=True)
 
-            cloud = ScriptedCloud(
-                broker, cabinet_id=CABINET_ID, key=key, key_id=KEY_ID, on_message=stats.on_message
-            )
-            async with cloud.connected():
-                await _drive(options, cloud, daemon, stats, console)
+                cloud = ScriptedCloud(
+                    broker,
+                    cabinet_id=CABINET_ID,
+                    key=key,
+                    key_id=KEY_ID,
+                    on_message=stats.on_message,
+                )
+                # Left connected until the daemon has stopped, so that the summary counts the
+                # results of ejects that finish during the daemon's shutdown.
+                await stack.enter_async_context(cloud.connected())
+                await _drive(options, cloud, daemon, stats, console, stop=stop)
 
+            if daemon.runner.running_ejects:
+                console.print(
+                    _(
+                        "Stopping: waiting for {count} running ejects to finish.",
+                        count=daemon.runner.running_ejects,
+                    ),
+                    highlight=False,
+                )
             daemon.stop()
             await daemon_task
             simulation.stop()
             await sim_task
-    return stats
+
+
+async def _wait_ready(daemon: Daemon, stop: asyncio.Event) -> bool:
+    """Wait until the daemon is ready or a stop is requested, and return whether it is ready.
+
+    Raises TimeoutError when neither happens within READY_TIMEOUT_S.
+    """
+    waiters = [
+        asyncio.create_task(daemon.ready.wait(), name="wait-ready"),
+        asyncio.create_task(stop.wait(), name="wait-stop"),
+    ]
+    try:
+        done, _pending = await asyncio.wait(
+            waiters, timeout=READY_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    if not done:
+        raise TimeoutError(f"the gateway was not ready within {READY_TIMEOUT_S:.0f} s")
+    return daemon.ready.is_set() and not stop.is_set()
 
 
 async def _drive(
-    options: DemoOptions, cloud: ScriptedCloud, daemon: Daemon, stats: DemoStats, console: Console
+    options: DemoOptions,
+    cloud: ScriptedCloud,
+    daemon: Daemon,
+    stats: DemoStats,
+    console: Console,
+    *,
+    stop: asyncio.Event,
 ) -> None:
-    """Rent a bank every `rent_interval_s` and show the cabinet until the duration ends."""
+    """Send rents and show the cabinet until the duration ends or `stop` is set."""
     started = time.monotonic()
     next_rent = started + 2.0
     live = Live(console=console, auto_refresh=False) if options.view else None
@@ -216,7 +283,10 @@ async def _drive(
                 next_rent += options.rent_interval_s
             if live is not None:
                 live.update(render(daemon, stats), refresh=True)
-            await asyncio.sleep(0.5)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+            if stop.is_set():
+                return
 
 
 def render(daemon: Daemon, stats: DemoStats) -> Group:
