@@ -51,7 +51,7 @@ class DemoOptions:
     broker_url: str | None = None
     duration_s: float | None = None
     rent_interval_s: float = 8.0
-    returns_per_hour: float = 240.0
+    returns_per_hour: float = 450.0  # as many as the rents, one every 8 s
     seed: int = 1
     view: bool = True
 
