@@ -2,7 +2,7 @@
 
 The bridge starts against the simulator (8 boards x 6 slots, every slot holding a bank,
 paced at 115200 baud, in a child process) and the clock stops when every board replied to
-IDENTIFY and GET_SLOTS and every bank was read with GET_BANK. The baseline is the wire time
+IDENTIFY and GET_SLOTS and every bank was read (GET_BANKS). The baseline is the wire time
 of every byte the bridge wrote and read in that span (10 bits per byte at 8N1), taken from
 the bridge's BusStats.
 """
