@@ -93,7 +93,9 @@ API_ERRORS: dict[str, str] = {
         "The daemon does not know this command. Update the gateway software."
     ),
     ApiErrorCode.INVALID_PARAMS: N_("Invalid value in the request."),
-    ApiErrorCode.UNKNOWN_SLOT: N_("No such slot in this cabinet."),
+    ApiErrorCode.UNKNOWN_SLOT: N_(
+        "No such slot in this cabinet. Run `slots` to list its slot numbers."
+    ),
     ApiErrorCode.SLOT_EMPTY: N_("The slot is empty."),
     ApiErrorCode.SLOT_BUSY: N_("The slot is busy with an eject or a self-test. Retry shortly."),
     ApiErrorCode.BOARD_OFFLINE: N_("The board of this slot is offline."),
