@@ -46,15 +46,21 @@ async def checkpoint_in_background(
     checkpoint inside its COMMIT, with an fsync of the database file, and the command
     benchmark saw such commits take 10 to 30 ms before an UNLOCK. PASSIVE mode does not wait
     for the writer or for readers; it copies what it can and leaves the rest for the next one.
-    A failed checkpoint, or a failed open of the connection, is logged and tried again.
-    `on_checkpoint` gets SQLite's result of each one: (busy, WAL frames, frames copied).
+    A WAL file unchanged since the last checkpoint is skipped, so an idle daemon does no
+    checkpoints. A failed checkpoint, or a failed open of the connection, is logged and tried
+    again. `on_checkpoint` gets SQLite's result of each one: (busy, WAL frames, frames copied).
     """
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-checkpoint")
     loop = asyncio.get_running_loop()
     opened: list[sqlite3.Connection] = []
+    wal = path.with_name(path.name + "-wal")
+    checkpointed: tuple[int, int] | None = None  # WAL size and mtime at the last checkpoint
     try:
         while True:
             await asyncio.sleep(interval_s)
+            stamp = _file_stamp(wal)
+            if stamp is not None and stamp == checkpointed:
+                continue
             try:
                 result = await loop.run_in_executor(worker, _checkpoint_passive, path, opened)
             except sqlite3.Error as exc:
@@ -65,6 +71,8 @@ async def checkpoint_in_background(
                     interval_s,
                 )
                 continue
+            # A checkpoint writes to the database file and the -shm index, not to the WAL.
+            checkpointed = stamp if result[1] == result[2] else None
             if on_checkpoint is not None:
                 on_checkpoint(result)
     finally:
@@ -72,6 +80,14 @@ async def checkpoint_in_background(
         # Waiting for the thread to end means that the caller can close the database next.
         worker.submit(_close_all, opened)
         await asyncio.shield(asyncio.to_thread(worker.shutdown, wait=True))
+
+
+def _file_stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return (status.st_size, status.st_mtime_ns)
 
 
 def _checkpoint_passive(path: Path, opened: list[sqlite3.Connection]) -> tuple[int, int, int]:

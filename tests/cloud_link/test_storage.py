@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cloud_link import StorageError
+from cloud_link import storage as storage_module
 from cloud_link.storage import Storage, checkpoint_in_background
 
 
@@ -105,3 +106,38 @@ async def test_background_checkpoint_copies_wal(tmp_path: Path) -> None:
     assert rows_in_main_file(path) >= ROWS
     storage.close()
     assert rows_in_main_file(path) == ROWS + 20
+
+
+async def test_unchanged_wal_is_not_checkpointed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle daemon does no checkpoints: no thread wake-up, no fsync."""
+    path = tmp_path / "db.sqlite"
+    storage = Storage(path)
+    with storage.transaction(durable=True) as conn:
+        conn.execute("CREATE TABLE item (id INTEGER PRIMARY KEY)")
+
+    looked = asyncio.Event()
+    looks = [0]
+    real_stamp = storage_module._file_stamp
+
+    def counting_stamp(wal: Path) -> tuple[int, int] | None:
+        looks[0] += 1
+        if looks[0] >= 5:
+            looked.set()
+        return real_stamp(wal)
+
+    monkeypatch.setattr(storage_module, "_file_stamp", counting_stamp)
+    results: list[tuple[int, int, int]] = []
+    task = asyncio.create_task(checkpoint_in_background(path, 0.001, results.append))
+    try:
+        async with asyncio.timeout(WAIT_S):
+            await looked.wait()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        storage.close()
+
+    assert len(results) == 1  # the first look found frames; the next four found no change
+    assert results[0][1] > 0
