@@ -26,9 +26,9 @@ from cloud_link.messages import (
 logger = logging.getLogger(__name__)
 
 CommandHandler = Callable[[AcceptedCommand], Awaitable[CommandOutcome]]
-# Called with each authenticated command before its durable record, which takes the longest
-# of the checks; the gateway uses the time to get the slot bus ready for an eject. It must
-# not act on the command, which may still turn out to be a duplicate.
+# Called with each authenticated command before its durable record, the slowest step before
+# the handler, so the gateway can get the slot bus ready for an eject in that time. It must
+# not act on the command, because the command may still turn out to be a duplicate.
 CommandNotice = Callable[[CommandBody], None]
 # `finish` stores a started command's final result and queues it in one transaction, and
 # `record_rejection` does the same for an authenticated request that never started.

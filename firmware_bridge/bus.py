@@ -41,7 +41,7 @@ INTER_FRAME_BYTES = 3.5
 """Silence between exchanges, in byte times, so that boards see a frame boundary."""
 
 EJECT_NOTICE_HOLD_S = 0.1
-"""Longest time an announced eject keeps other requests off the bus (`reserve_for_eject`)."""
+"""Maximum time an announced eject keeps other requests off the bus (`reserve_for_eject`)."""
 
 
 @dataclass(slots=True)
@@ -63,7 +63,7 @@ class BusClient:
         self._sequences: dict[int, int] = {}
         self._last_written: bytes | None = None
         self._quiet_until = 0.0  # clock time before which the next request must not start
-        self._next_hold_at = 0.0  # loop time before which `reserve_for_eject` holds nothing
+        self._next_hold_at = 0.0  # loop time before which `reserve_for_eject` starts no hold
         self.counters = BusCounters()
 
     @property
@@ -81,9 +81,9 @@ class BusClient:
         For an eject command that is still being checked and stored: a poll started in that
         time would hold the bus when the UNLOCK is ready, for up to a whole status read. An
         exchange already running finishes first. The hold runs on the event loop's clock.
-        One hold runs at a time, and after a hold that no eject used (a duplicate or rejected
-        command) the next starts `hold_s` later at the earliest, so a flood of such commands
-        still leaves the polls, and with them the returns, at least half of the time.
+        One hold runs at a time. After a hold that no eject used (a duplicate or rejected
+        command), the next starts `hold_s` later at the earliest. A flood of such commands
+        therefore leaves the polls, and with them the returns, at least half of the time.
         """
         loop = asyncio.get_running_loop()
         if self._lock.reserved or loop.time() < self._next_hold_at:

@@ -31,7 +31,7 @@ class SlotDriver(Protocol):
     def occupancy(self) -> dict[int, tuple[bool, str | None]]: ...
 
     def expect_eject(self) -> None:
-        """An eject command arrived and is being checked; get the line ready for its unlock."""
+        """Reserve the line for an eject command that is still being checked and stored."""
         ...
 
     async def eject(

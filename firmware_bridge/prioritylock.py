@@ -61,6 +61,8 @@ class PriorityLock:
 
     def _take(self, priority: int) -> None:
         self._locked = True
+        if not self._reservations:
+            return  # the usual case, on every bus exchange
         eligible = [r for r in self._reservations if priority <= r.priority]
         if eligible:
             # The narrowest reservation this holder satisfies is the one it was made for.

@@ -17,7 +17,7 @@ from tests.support.mosquitto import MosquittoBroker
 pytestmark = pytest.mark.faults
 
 RETURN_REPORTED_WITHIN_S = 5.0
-"""Polls run every second in the rig; a return waits for one poll, its read and its report."""
+"""Polls run every second in the rig, so a return waits for one poll, its read and its report."""
 
 FLOOD_SENDERS = 1
 
@@ -70,7 +70,7 @@ async def test_duplicate_flood_keeps_returns_and_ejects(
                     "bank_returned", lambda e, slot=slot: e.slot == slot, RETURN_REPORTED_WITHIN_S
                 )
 
-            # Two users rent at once during the flood: each eject gets one definite answer.
+            # Two users rent at once during the flood: each eject gets one definite result.
             first, second = rentable[:2]
             ids = await asyncio.gather(
                 rig.cloud.send(EjectCommand(slot=first)),

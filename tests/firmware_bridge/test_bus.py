@@ -35,7 +35,7 @@ from protocol.slotbus import (
 Responder = Callable[[Frame], list[bytes]]
 
 WAIT_S = 5.0
-"""Longest wait for something a passing test sees far sooner."""
+"""Maximum wait for an event that a passing test gets far sooner."""
 
 
 class ScriptedLink:
