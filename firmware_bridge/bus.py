@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,6 +41,9 @@ PRIORITY_POLL = 2
 INTER_FRAME_BYTES = 3.5
 """Silence between exchanges, in byte times, so that boards see a frame boundary."""
 
+ECHO_BACKLOG = 4
+"""Written frames kept for recognising their echo; a retry can follow a late echo."""
+
 EJECT_NOTICE_HOLD_S = 0.1
 """Maximum time an announced eject keeps other requests off the bus (`reserve_for_eject`)."""
 
@@ -61,7 +65,7 @@ class BusClient:
         self._deframer = Deframer()
         self._pending: dict[tuple[int, int], _Pending] = {}
         self._sequences: dict[int, int] = {}
-        self._last_written: bytes | None = None
+        self._unechoed: deque[bytes] = deque(maxlen=ECHO_BACKLOG)  # oldest first
         self._quiet_until = 0.0  # clock time before which the next request must not start
         self._next_hold_at = 0.0  # loop time before which `reserve_for_eject` starts no hold
         self.counters = BusCounters()
@@ -101,6 +105,7 @@ class BusClient:
     async def pump(self, link: ByteLink) -> None:
         """Serve `link` until it fails; raise PortLostError then. Pending requests fail fast."""
         self._deframer.reset()
+        self._unechoed.clear()
         self._link = link
         try:
             while True:
@@ -136,10 +141,15 @@ class BusClient:
         pending.reply.set_result(response.body)
 
     def _note_request_frame(self, frame: Frame) -> None:
-        if self._config.echo is not EchoMode.OFF and frame.encode() == self._last_written:
-            self.counters.echoes += 1
-            self._last_written = None
-            return
+        if self._config.echo is not EchoMode.OFF:
+            data = frame.encode()
+            if data in self._unechoed:
+                # Echoes come back in the order of writing: frames written before this one
+                # have lost theirs.
+                while self._unechoed.popleft() != data:
+                    pass
+                self.counters.echoes += 1
+                return
         self.counters.foreign_frames += 1
         logger.warning(
             "request frame 0x%02X for board %d read from the bus: another master or an "
@@ -210,7 +220,8 @@ class BusClient:
             reply: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
             self._pending[key] = _Pending(command, reply)
             try:
-                self._last_written = frame
+                if self._config.echo is not EchoMode.OFF:
+                    self._unechoed.append(frame)
                 board.requests += 1
                 await link.write(frame)
                 self.counters.frames_sent += 1

@@ -162,6 +162,34 @@ async def test_echo_modes(mode: EchoMode, echoes: int, foreign: int) -> None:
     assert stats.foreign_frames == foreign
 
 
+async def test_late_echo_after_retry_is_discarded() -> None:
+    """A line that stalls delivers the first attempt's echo after the retry was written."""
+    held: list[bytes] = []
+
+    class StallingLink(ScriptedLink):
+        async def write(self, data: bytes) -> None:
+            if not held:
+                held.append(data)  # first attempt: nothing comes back yet
+                return
+            for item in (*held, data):
+                self.incoming.put_nowait(item)
+            for frame in Deframer().feed(data):
+                self.requests.append(frame)
+                for reply in ack_reply(frame):
+                    self.incoming.put_nowait(reply)
+
+    bus = BusClient(config(echo=EchoMode.AUTO, reply_margin_s=0.01), SystemClock())
+    link = StallingLink(ack_reply)
+    async with pumped(bus, link):
+        reply = await bus.request(1, Command.ACK_EVENTS, EventAck(1, 1), retries=1)
+    stats = bus.stats((1,))
+
+    assert reply == EventAckResult(0)
+    assert stats.retries == 1
+    assert stats.echoes == 2
+    assert stats.foreign_frames == 0
+
+
 async def test_request_without_port_fails() -> None:
     bus = BusClient(config(), SystemClock())
     with pytest.raises(NotConnectedError, match="not open"):
