@@ -32,6 +32,7 @@ from protocol.slotbus.errors import PayloadError
 from protocol.slotbus.frame import Frame
 from protocol.slotbus.messages import (
     NO_BANK_ID,
+    AckAndRead,
     BankBatch,
     BankData,
     ChargingRequest,
@@ -58,8 +59,14 @@ from protocol.slotbus.messages import (
 logger = logging.getLogger(__name__)
 
 ALL_CAPABILITIES = Capability(sum(Capability))
-VERSION_1_CAPABILITIES = ALL_CAPABILITIES & ~Capability.BANK_BATCH
-VERSION_2_COMMANDS = frozenset({Command.GET_BANKS})
+VERSION_2_CAPABILITIES = ALL_CAPABILITIES & ~(Capability.SLOT_RANGE | Capability.ACK_ON_READ)
+VERSION_1_CAPABILITIES = VERSION_2_CAPABILITIES & ~Capability.BANK_BATCH
+CAPABILITIES = {1: VERSION_1_CAPABILITIES, 2: VERSION_2_CAPABILITIES, 3: ALL_CAPABILITIES}
+ADDED_COMMANDS = {
+    2: frozenset({Command.GET_BANKS}),
+    3: frozenset({Command.GET_SLOT_RANGE, Command.ACK_AND_READ_EVENTS}),
+}
+"""Commands each protocol version added; a board of an older version does not know them."""
 
 _M = TypeVar("_M", bound=Message)
 
@@ -140,10 +147,13 @@ class Board(BoardHardware):
             Command.QUERY_UNLOCK: self._query_unlock,
             Command.READ_EVENTS: self._read_events,
             Command.ACK_EVENTS: self._ack_events,
+            Command.GET_SLOT_RANGE: self._get_slot_range,
+            Command.ACK_AND_READ_EVENTS: self._ack_and_read_events,
         }
-        if self.config.slotbus_version < 2:
-            for command in VERSION_2_COMMANDS:
-                del handlers[command]
+        for version, commands in ADDED_COMMANDS.items():
+            if self.config.slotbus_version < version:
+                for command in commands:
+                    del handlers[command]
         return handlers
 
     def _checked_slot(self, number: int) -> int:
@@ -166,13 +176,21 @@ class Board(BoardHardware):
             slot_count=len(self.slots),
             max_charging=self.config.charging.max_per_board,
             event_capacity=self.events.capacity,
-            capabilities=ALL_CAPABILITIES if version >= 2 else VERSION_1_CAPABILITIES,
+            capabilities=CAPABILITIES[version],
         )
 
     def _get_slots(self, body: Message) -> SlotsStatus:
         _expect(body, Empty)
         self.update_charging()
         return SlotsStatus(tuple(slot.status(self.now) for slot in self.slots.values()))
+
+    def _get_slot_range(self, body: Message) -> SlotsStatus:
+        request = _expect(body, SlotRange)
+        numbers = range(request.first_slot, request.first_slot + request.count)
+        if request.count < 1 or not all(number in self.slots for number in numbers):
+            raise Rejected(Status.INVALID_ARGUMENT)
+        self.update_charging()
+        return SlotsStatus(tuple(self.slots[number].status(self.now) for number in numbers))
 
     def _get_bank(self, body: Message) -> BankData:
         number = self._checked_slot(_expect(body, SlotRef).slot)
@@ -292,6 +310,16 @@ class Board(BoardHardware):
             self.events.pending,
             self.events.oldest(count),
         )
+
+    def _ack_and_read_events(self, body: Message) -> EventBatch:
+        request = _expect(body, AckAndRead)
+        if not 1 <= request.max_events <= MAX_EVENTS_PER_READ:
+            raise Rejected(Status.INVALID_ARGUMENT)
+        if request.boot_count == self.boot_count & 0xFFFF:
+            if request.up_to > self.events.last_id:
+                raise Rejected(Status.INVALID_ARGUMENT)
+            self.events.acknowledge(request.up_to)
+        return self._read_events(EventsRequest(request.max_events))
 
     def _ack_events(self, body: Message) -> EventAckResult:
         ack = _expect(body, EventAck)

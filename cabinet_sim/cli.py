@@ -41,8 +41,9 @@ def sim(
     slotbus_version: Annotated[
         int | None,
         typer.Option(
-            help="Slot-bus version of native boards: 2, or 1 for boards without GET_BANKS "
-            "(to test a master's fallback to GET_BANK). Default 2."
+            help="Slot-bus version of native boards: 3; 2 for boards without GET_SLOT_RANGE "
+            "and ACK_AND_READ_EVENTS; 1 for boards without GET_BANKS either (to test a "
+            "master's fallbacks). Default 3."
         ),
     ] = None,
     seed: Annotated[

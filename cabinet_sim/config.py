@@ -154,9 +154,10 @@ class SimConfig(_Model):
     protocol: WireProtocol = "native"
     """Wire protocol on the serial line: slot-bus, a GZXJ station, or S1TT slot boards."""
     slotbus_version: int = Field(default=PROTOCOL_VERSION, ge=1, le=PROTOCOL_VERSION)
-    """Slot-bus version of the native boards. Version 1 boards reject GET_BANKS with
-    UNKNOWN_COMMAND and do not report BANK_BATCH, so a master's fallback to GET_BANK can be
-    tested."""
+    """Slot-bus version of the native boards, so that a master's fallbacks can be tested.
+    Version 2 boards reject GET_SLOT_RANGE and ACK_AND_READ_EVENTS with UNKNOWN_COMMAND and
+    report neither SLOT_RANGE nor ACK_ON_READ; version 1 boards also reject GET_BANKS and do
+    not report BANK_BATCH."""
     gzxj: GzxjConfig = GzxjConfig()
     s1tt: S1ttConfig = S1ttConfig()
 

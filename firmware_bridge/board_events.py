@@ -179,8 +179,8 @@ class BoardEventHandler:
             if event.kind is EventKind.OVERHEAT:
                 detail = f"charging stopped at {event.value / 10:.1f} degC"
             await self._fault(_FAULTS[event.kind], slot.slot, link, detail, key)
-        if event.kind in _STATUS_CHANGING:
-            link.next_status_at = core.clock.monotonic()  # read GET_SLOTS soon for the new picture
+        if event.kind in _STATUS_CHANGING and slot is not None:
+            link.status_pending.add(slot.board_slot)  # read its status soon for the new picture
 
     async def _fault(
         self,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from firmware_bridge.config import BackoffConfig, BoardSpec
 from protocol.cabinet import LinkState
-from protocol.slotbus import Identity
+from protocol.slotbus import Capability, Identity
+
+logger = logging.getLogger(__name__)
 
 
 def backoff_delay(backoff: BackoffConfig, attempt: int, rng: random.Random) -> float:
@@ -50,6 +53,9 @@ class BoardLink:
     reported: bool = False  # the link state was emitted at least once
     pending_bank_reads: set[int] = field(default_factory=set)  # board slot numbers
     charge_on_pending: set[int] = field(default_factory=set)  # returned banks to charge
+    status_pending: set[int] = field(default_factory=set)  # board slots to read status of soon
+    ack_up_to: int = 0  # events handed on but not acknowledged yet (ACK_AND_READ_EVENTS)
+    ack_boot_count: int = 0  # the boot that ack_up_to belongs to
 
     @property
     def address(self) -> int:
@@ -64,6 +70,24 @@ class BoardLink:
 
     def global_slot(self, board_slot: int) -> int:
         return self.first_slot + board_slot - 1
+
+    def supports(self, capability: Capability) -> bool:
+        return self.identity is not None and capability in self.identity.capabilities
+
+    def drop_capability(self, capability: Capability, command: str) -> None:
+        """Stop using a command the board rejected as unknown, until its next IDENTIFY."""
+        if self.identity is None:
+            return
+        logger.warning(
+            "board %d answered %s with UNKNOWN_COMMAND although it reported %s; not using it "
+            "until the board identifies again",
+            self.address,
+            command,
+            capability.name,
+        )
+        self.identity = replace(
+            self.identity, capabilities=self.identity.capabilities & ~capability
+        )
 
     def record_success(self) -> LinkChange | None:
         self.failures = 0

@@ -42,6 +42,7 @@ from protocol.slotbus.errors import (
 from protocol.slotbus.frame import Deframer, DeframerStats, Frame, encode_frame
 from protocol.slotbus.messages import (
     NO_BANK_ID,
+    AckAndRead,
     BankBatch,
     BankData,
     BoardEvent,
@@ -72,6 +73,7 @@ from protocol.slotbus.messages import (
 __all__ = [
     "COMMANDS",
     "NO_BANK_ID",
+    "AckAndRead",
     "BankBatch",
     "BankData",
     "BankFault",

@@ -10,6 +10,7 @@ class Command(IntEnum):
     GET_SLOTS = 0x02
     GET_BANK = 0x03
     GET_BANKS = 0x04  # protocol version 2, with Capability.BANK_BATCH
+    GET_SLOT_RANGE = 0x05  # protocol version 3, with Capability.SLOT_RANGE
     UNLOCK = 0x10
     LOCK = 0x11
     SET_CHARGING = 0x12
@@ -18,6 +19,7 @@ class Command(IntEnum):
     QUERY_UNLOCK = 0x15
     READ_EVENTS = 0x20
     ACK_EVENTS = 0x21
+    ACK_AND_READ_EVENTS = 0x22  # protocol version 3, with Capability.ACK_ON_READ
 
 
 class Status(IntEnum):
@@ -41,6 +43,8 @@ class Capability(IntFlag):
     EVENT_QUEUE = 0x0020
     UNLOCK_TOKENS = 0x0040
     BANK_BATCH = 0x0080  # implements GET_BANKS (protocol version 2)
+    SLOT_RANGE = 0x0100  # implements GET_SLOT_RANGE (protocol version 3)
+    ACK_ON_READ = 0x0200  # implements ACK_AND_READ_EVENTS (protocol version 3)
 
 
 class SlotFlag(IntFlag):

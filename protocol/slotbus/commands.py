@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from protocol.slotbus.codes import Command
 from protocol.slotbus.messages import (
+    AckAndRead,
     BankBatch,
     BankData,
     ChargingRequest,
@@ -50,6 +51,9 @@ COMMANDS: dict[Command, CommandSpec] = {
             Command.GET_BANKS, SlotRange, BankBatch, 0.1, True, "bank data of a slot range"
         ),
         CommandSpec(
+            Command.GET_SLOT_RANGE, SlotRange, SlotsStatus, 0.05, True, "status of a slot range"
+        ),
+        CommandSpec(
             Command.UNLOCK, UnlockRequest, UnlockResult, 0.5, True, "unlock with take window"
         ),
         CommandSpec(Command.LOCK, SlotRef, LockResult, 0.5, True, "lock a slot"),
@@ -63,6 +67,14 @@ COMMANDS: dict[Command, CommandSpec] = {
             Command.READ_EVENTS, EventsRequest, EventBatch, 0.05, True, "read latched events"
         ),
         CommandSpec(Command.ACK_EVENTS, EventAck, EventAckResult, 0.05, True, "acknowledge"),
+        CommandSpec(
+            Command.ACK_AND_READ_EVENTS,
+            AckAndRead,
+            EventBatch,
+            0.05,
+            True,
+            "acknowledge, then read latched events",
+        ),
     )
 }
 

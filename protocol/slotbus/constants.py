@@ -1,9 +1,10 @@
-"""Fixed numbers of slot-bus protocol version 2. The specification is docs/slot-bus-protocol.md."""
+"""Fixed numbers of slot-bus protocol version 3. The specification is docs/slot-bus-protocol.md."""
 
 from __future__ import annotations
 
-PROTOCOL_VERSION = 2
-"""Version 2 adds GET_BANKS; every other layout is unchanged from version 1."""
+PROTOCOL_VERSION = 3
+"""Version 2 adds GET_BANKS, version 3 GET_SLOT_RANGE and ACK_AND_READ_EVENTS; every other
+layout is unchanged from version 1."""
 
 START = 0xA5
 """First byte of every frame."""

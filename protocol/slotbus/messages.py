@@ -232,7 +232,7 @@ class BankData(Message):
 @dataclass(frozen=True, slots=True)
 class SlotRange(Message):
     first_slot: int
-    count: int  # 1..MAX_BANKS_PER_READ slots, first_slot included
+    count: int  # slots from first_slot on; GET_BANKS takes 1..MAX_BANKS_PER_READ
 
     FIELDS = (("first_slot", "B", int), ("count", "B", int))
 
@@ -374,6 +374,17 @@ class EventAck(Message):
     boot_count: int  # the boot the events were read in; another boot rejects the ACK
 
     FIELDS = (("up_to", "I", int), ("boot_count", "H", int))
+
+
+@dataclass(frozen=True, slots=True)
+class AckAndRead(Message):
+    """ACK_AND_READ_EVENTS: acknowledge like ACK_EVENTS, then read like READ_EVENTS."""
+
+    up_to: int  # 0 acknowledges nothing
+    boot_count: int  # another boot than the board's skips the acknowledgement
+    max_events: int
+
+    FIELDS = (("up_to", "I", int), ("boot_count", "H", int), ("max_events", "B", int))
 
 
 @dataclass(frozen=True, slots=True)

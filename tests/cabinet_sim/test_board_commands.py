@@ -128,7 +128,7 @@ def test_out_of_range_fields(
 def test_identify(cabinet: Cabinet, master: Master) -> None:
     identity = master.call(1, Command.IDENTIFY)
     assert isinstance(identity, Identity)
-    assert identity.protocol_version == 2
+    assert identity.protocol_version == 3
     assert identity.slot_count == 6
     assert identity.boot_count == 1
     assert identity.max_charging == cabinet.config.charging.max_per_board

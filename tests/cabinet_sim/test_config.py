@@ -44,7 +44,7 @@ def test_listed_addresses_keep_bus_order() -> None:
         ({"slots_per_board": 2, "charging": ChargingConfig(max_per_board=3)}, "max_per_board"),
         ({"token_cache_size": 31}, "token_cache_size"),
         ({"slotbus_version": 0}, "slotbus_version"),
-        ({"slotbus_version": 3}, "slotbus_version"),
+        ({"slotbus_version": 4}, "slotbus_version"),
         ({"colour": "red"}, "colour"),
     ],
 )

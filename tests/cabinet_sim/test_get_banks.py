@@ -110,7 +110,7 @@ def test_count_limit_on_twelve_slot_board() -> None:
 def test_identify_reports_bank_batch(master: Master) -> None:
     identity = master.call(1, Command.IDENTIFY, Empty())
     assert isinstance(identity, Identity)
-    assert identity.protocol_version == 2
+    assert identity.protocol_version >= 2
     assert Capability.BANK_BATCH in identity.capabilities
 
 

@@ -137,7 +137,7 @@ def _record_runs(monkeypatch: pytest.MonkeyPatch) -> list[RunOptions]:
 @pytest.mark.parametrize(
     ("option", "value", "field", "invalid"),
     [
-        ("--slotbus-version", "1", "slotbus_version", "3"),
+        ("--slotbus-version", "1", "slotbus_version", "4"),
         ("--turnaround", "0", "turnaround_s", "0.01"),
     ],
 )
