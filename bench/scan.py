@@ -6,9 +6,9 @@ IDENTIFY and GET_SLOTS and every bank was read (GET_BANKS). The baseline is the 
 of every byte the bridge wrote and read in that span (10 bits per byte at 8N1), taken from
 the bridge's BusStats.
 
-The simulated boards add no turnaround of their own (`turnaround_s` 0): the pseudo-terminal
-and the simulator's event loop already put about 0.4 ms between a request's last byte and
-the answer, which is the time a board's firmware takes. A comparison run with the
+The simulated boards add no turnaround of their own (`turnaround_s` 0), because the
+pseudo-terminal and the simulator's event loop already put about 0.4 ms between a request's
+last byte and the response. A board's firmware needs about that long. A comparison run with the
 simulator's default turnaround (1 ms) is printed as well.
 """
 

@@ -72,15 +72,17 @@ class BoardLink:
         return self.first_slot + board_slot - 1
 
     def supports(self, capability: Capability) -> bool:
+        """Return whether the board's last IDENTIFY reported `capability`."""
         return self.identity is not None and capability in self.identity.capabilities
 
     def drop_capability(self, capability: Capability, command: str) -> None:
-        """Stop using a command the board rejected as unknown, until its next IDENTIFY."""
+        """Clear a capability whose command the board rejected as unknown, until the board's
+        next IDENTIFY."""
         if self.identity is None:
             return
         logger.warning(
-            "board %d answered %s with UNKNOWN_COMMAND although it reported %s; not using it "
-            "until the board identifies again",
+            "board %d returned UNKNOWN_COMMAND for %s although it reported %s; using the "
+            "version-2 command until the board identifies again",
             self.address,
             command,
             capability.name,

@@ -32,6 +32,7 @@ from protocol.slotbus import (
     EventKind,
     EventsRequest,
     Identity,
+    Message,
     SlotFlag,
     SlotRange,
     SlotsStatus,
@@ -241,7 +242,7 @@ class Poller:
         )
         link.last_event_id = 0
         link.last_dropped = None
-        link.ack_up_to = 0  # the events it named went with the old boot
+        link.ack_up_to = 0  # the board cleared those events when it rebooted
         link.reconcile_needed = True
         for waiter in self._core.waiters.values():
             if waiter.slot.board == link.address and not waiter.future.done():
@@ -282,7 +283,7 @@ class Poller:
             await core.publish(event.kind.name.lower())
         if handled:
             if link.supports(Capability.ACK_ON_READ):
-                # Acknowledged by the next read, one exchange instead of two.
+                # The next read carries the acknowledgement, so one exchange instead of two.
                 link.ack_up_to, link.ack_boot_count = handled, batch.boot_count
             else:
                 await self._acknowledge(link, handled, batch.boot_count)
@@ -297,35 +298,41 @@ class Poller:
             await self.poll_status(link)
 
     async def _read_events(self, link: BoardLink) -> EventBatch | None:
-        """Read a batch; on a version-3 board, acknowledge the events handed on before."""
+        """Read a batch of events, acknowledging the previous batch in the same request when
+        the board supports ACK_AND_READ_EVENTS."""
         core = self._core
-        if not link.ack_up_to or not link.supports(Capability.ACK_ON_READ):
+        request: Message = EventsRequest(MAX_EVENTS_PER_READ)
+        command = Command.READ_EVENTS
+        if link.ack_up_to and link.supports(Capability.ACK_ON_READ):
+            request = AckAndRead(link.ack_up_to, link.ack_boot_count, MAX_EVENTS_PER_READ)
+            command = Command.ACK_AND_READ_EVENTS
+        try:
+            batch = await core.request(link, command, request)
+        except BoardRejectedError as exc:
+            if command is Command.READ_EVENTS:
+                raise
+            up_to = link.ack_up_to
+            link.ack_up_to = 0
+            if exc.error.status is not Status.UNKNOWN_COMMAND:
+                # The board rejects only an acknowledgement past its last event id. It lost
+                # events that the gateway has seen, so its slots are read again.
+                logger.warning(
+                    "board %d rejected ACK_AND_READ_EVENTS up to event %d: %s; reading its "
+                    "slots again",
+                    link.address,
+                    up_to,
+                    exc,
+                )
+                link.next_status_at = core.clock.monotonic()
+                raise
+            link.drop_capability(Capability.ACK_ON_READ, command.name)
+            await self._acknowledge(link, up_to, link.ack_boot_count)
             batch = await core.request(
                 link, Command.READ_EVENTS, EventsRequest(MAX_EVENTS_PER_READ)
             )
-            return batch if isinstance(batch, EventBatch) else None
-        request = AckAndRead(link.ack_up_to, link.ack_boot_count, MAX_EVENTS_PER_READ)
-        try:
-            batch = await core.request(link, Command.ACK_AND_READ_EVENTS, request)
-        except BoardRejectedError as exc:
-            if exc.error.status is Status.UNKNOWN_COMMAND:
-                link.drop_capability(Capability.ACK_ON_READ, Command.ACK_AND_READ_EVENTS.name)
-                await self._acknowledge(link, link.ack_up_to, link.ack_boot_count)
-                link.ack_up_to = 0
-                return await self._read_events(link)
-            # Only an acknowledgement past the board's last event id is refused: the board
-            # lost events the gateway saw, so its slots are read again.
-            logger.warning(
-                "board %d refused to acknowledge events up to %d: %s",
-                link.address,
-                link.ack_up_to,
-                exc,
-            )
+        else:
+            # After a reboot the board ignored the acknowledgement, and those events are gone.
             link.ack_up_to = 0
-            link.next_status_at = core.clock.monotonic()
-            raise
-        # Applied when the boot matched; after a reboot the acknowledged events are gone.
-        link.ack_up_to = 0
         return batch if isinstance(batch, EventBatch) else None
 
     def _events_interval(self, link: BoardLink, now: float) -> float:
@@ -399,8 +406,10 @@ class Poller:
         await core.publish("status read")
 
     async def refresh_status(self, link: BoardLink) -> None:
-        """The periodic status read: GET_SLOT_RANGE in parts of STATUS_PART_SLOTS slots on
-        version-3 boards, so an eject that comes meanwhile waits for one short exchange only.
+        """Read every slot's status, the periodic job.
+
+        On version-3 boards the read runs in parts of STATUS_PART_SLOTS slots, so an eject
+        that arrives meanwhile waits for one short exchange only.
         """
         core = self._core
         if (
@@ -421,8 +430,9 @@ class Poller:
     async def poll_slot_status(self, link: BoardLink) -> None:
         """Read the status of the slots an event changed: GET_SLOT_RANGE on version-3 boards.
 
-        A whole GET_SLOTS of a 6-slot board holds the bus for about 10 ms, and an eject that
-        comes during it waits; the status of one slot takes about 3 ms.
+        A GET_SLOTS of a 6-slot board occupies the bus for about 10 ms, and an eject that
+        arrives during it waits. The status of one slot takes about 3 ms. Several pending
+        slots are read as one range from the lowest to the highest.
         """
         slots = sorted(link.status_pending)
         link.status_pending.clear()
@@ -437,7 +447,8 @@ class Poller:
         await self._core.publish("status read")
 
     async def _read_slot_range(self, link: BoardLink, first: int, count: int) -> bool:
-        """Read and apply GET_SLOT_RANGE; False when the board refused it and GET_SLOTS ran."""
+        """Read and apply GET_SLOT_RANGE; return False when the board rejected it as unknown
+        and a GET_SLOTS ran instead."""
         core = self._core
         try:
             status = await core.request(link, Command.GET_SLOT_RANGE, SlotRange(first, count))

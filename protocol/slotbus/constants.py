@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 PROTOCOL_VERSION = 3
-"""Version 2 adds GET_BANKS, version 3 GET_SLOT_RANGE and ACK_AND_READ_EVENTS; every other
+"""Version 2 adds GET_BANKS, version 3 GET_SLOT_RANGE and ACK_AND_READ_EVENTS. Every other
 layout is unchanged from version 1."""
 
 START = 0xA5

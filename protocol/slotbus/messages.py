@@ -378,10 +378,10 @@ class EventAck(Message):
 
 @dataclass(frozen=True, slots=True)
 class AckAndRead(Message):
-    """ACK_AND_READ_EVENTS: acknowledge like ACK_EVENTS, then read like READ_EVENTS."""
+    """Request of ACK_AND_READ_EVENTS: an acknowledgement as in ACK_EVENTS, then a read."""
 
     up_to: int  # 0 acknowledges nothing
-    boot_count: int  # another boot than the board's skips the acknowledgement
+    boot_count: int  # a boot other than the board's current one skips the acknowledgement
     max_events: int
 
     FIELDS = (("up_to", "I", int), ("boot_count", "H", int), ("max_events", "B", int))

@@ -58,7 +58,7 @@ def test_slot_range_outside_board_rejected(master: Master, first_slot: int, coun
     assert master.status(1, Command.GET_SLOT_RANGE, request) is Status.INVALID_ARGUMENT
 
 
-def test_ack_and_read_acknowledges_before_reading(cabinet: Cabinet, master: Master) -> None:
+def test_ack_and_read_order(cabinet: Cabinet, master: Master) -> None:
     for slot in range(1, 5):
         cabinet.insert_bank(slot)
     cabinet.advance(0.3)
@@ -70,12 +70,12 @@ def test_ack_and_read_acknowledges_before_reading(cabinet: Cabinet, master: Mast
     second = _ack_and_read(master, first.events[-1].event_id, boot)
     assert [e.event_id for e in second.events] == [4, 5]
     assert second.pending == 2
-    # Repeated after a lost reply: nothing more is removed.
+    # A repeat after a lost reply removes nothing more.
     assert _ack_and_read(master, first.events[-1].event_id, boot) == second
     assert _ack_and_read(master, 5, boot).events == ()
 
 
-def test_ack_and_read_rejects_ack_past_last_id(cabinet: Cabinet, master: Master) -> None:
+def test_ack_past_last_id_rejected(cabinet: Cabinet, master: Master) -> None:
     cabinet.insert_bank(1)
     cabinet.advance(0.3)
     boot = cabinet.board(1).boot_count
@@ -101,7 +101,7 @@ def test_ack_from_older_boot_removes_nothing(cabinet: Cabinet, master: Master) -
     assert [e.kind for e in batch.events] == [EventKind.BOARD_BOOT, EventKind.BANK_INSERTED]
 
 
-def test_version_2_board_lacks_version_3_commands() -> None:
+def test_version_2_lacks_new_commands() -> None:
     cabinet = Cabinet(empty_config(slotbus_version=2), clock=ManualClock())
     master = Master(cabinet)
     identity = master.call(1, Command.IDENTIFY, Empty())

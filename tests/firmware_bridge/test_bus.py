@@ -164,14 +164,14 @@ async def test_echo_modes(mode: EchoMode, echoes: int, foreign: int) -> None:
 
 async def test_late_echo_after_retry_is_discarded() -> None:
     """A line that stalls delivers the first attempt's echo after the retry was written."""
-    held: list[bytes] = []
+    stalled_writes: list[bytes] = []
 
     class StallingLink(ScriptedLink):
         async def write(self, data: bytes) -> None:
-            if not held:
-                held.append(data)  # first attempt: nothing comes back yet
+            if not stalled_writes:
+                stalled_writes.append(data)  # first attempt: nothing comes back yet
                 return
-            for item in (*held, data):
+            for item in (*stalled_writes, data):
                 self.incoming.put_nowait(item)
             for frame in Deframer().feed(data):
                 self.requests.append(frame)

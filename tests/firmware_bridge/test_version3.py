@@ -1,5 +1,5 @@
-"""Slot-bus version 3 from the bridge's side: one slot's status after an event, and the
-acknowledgement carried by the next event read; fallbacks for older and changed boards."""
+"""Slot-bus version 3 in the bridge: one slot's status after an event and the acknowledgement
+carried by the next event read. Older boards and boards that changed firmware fall back."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ async def return_bank(rig: Rig, wrapped: Wrapped, slot: int) -> int:
     return start
 
 
-async def test_return_reads_one_slot_and_acknowledges_with_next_read() -> None:
+async def test_return_reads_one_slot() -> None:
     wrapped = Wrapped()
     async with memory_rig(sim_config(), wrap=wrapped, **QUIET) as rig:
         start = await return_bank(rig, wrapped, 3)
@@ -94,7 +94,7 @@ async def test_acknowledged_events_leave_the_board() -> None:
 
 
 @pytest.mark.parametrize("version", [1, 2])
-async def test_older_board_gets_get_slots_and_ack_events(version: int) -> None:
+async def test_older_board_uses_version_2(version: int) -> None:
     wrapped = Wrapped()
     async with memory_rig(sim_config(slotbus_version=version), wrap=wrapped, **QUIET) as rig:
         start = await return_bank(rig, wrapped, 2)
@@ -106,7 +106,7 @@ async def test_older_board_gets_get_slots_and_ack_events(version: int) -> None:
         assert Command.ACK_AND_READ_EVENTS not in commands
 
 
-async def test_board_that_forgot_version_3_falls_back(caplog: pytest.LogCaptureFixture) -> None:
+async def test_rejected_capability_falls_back(caplog: pytest.LogCaptureFixture) -> None:
     """A board identified as version 3 whose firmware went back to version 2 without a reboot."""
     wrapped = Wrapped()
     async with memory_rig(sim_config(), wrap=wrapped, **QUIET) as rig:
@@ -123,8 +123,8 @@ async def test_board_that_forgot_version_3_falls_back(caplog: pytest.LogCaptureF
         assert commands.count(Command.GET_SLOT_RANGE) == 1
         assert commands.count(Command.ACK_AND_READ_EVENTS) == 1
         assert board.events.pending == 0
-        assert "answered GET_SLOT_RANGE with UNKNOWN_COMMAND" in caplog.text
-        assert "answered ACK_AND_READ_EVENTS with UNKNOWN_COMMAND" in caplog.text
+        assert "returned UNKNOWN_COMMAND for GET_SLOT_RANGE" in caplog.text
+        assert "returned UNKNOWN_COMMAND for ACK_AND_READ_EVENTS" in caplog.text
 
 
 async def test_periodic_status_read_in_parts() -> None:
