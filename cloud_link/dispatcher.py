@@ -10,10 +10,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from cloud_link.clock import Clock
 from cloud_link.command_store import BeginState, CommandStore, ReplyTo, unlock_token_for
-from cloud_link.commands import AcceptedCommand, CommandBody, CommandOutcome, RebirthCommand
+from cloud_link.commands import AcceptedCommand, CommandOutcome, EjectCommand, RebirthCommand
 from cloud_link.intake import CommandIntake, CommandRejection, ReceivedPayload
 from cloud_link.messages import (
     CommandRejectReason,
@@ -26,10 +27,29 @@ from cloud_link.messages import (
 logger = logging.getLogger(__name__)
 
 CommandHandler = Callable[[AcceptedCommand], Awaitable[CommandOutcome]]
-# Called with each authenticated command before its durable record, the slowest step before
-# the handler, so the gateway can get the slot bus ready for an eject in that time. It must
-# not act on the command, because the command may still turn out to be a duplicate.
-CommandNotice = Callable[[CommandBody], None]
+
+
+class CommandNotice(Protocol):
+    """Tells the gateway that an eject may be coming, so it can get the slot bus ready.
+
+    The checks and the durable record of a command take a few milliseconds before the
+    handler runs; a poll of the bus started in that time delays the UNLOCK. Neither method
+    may act on a command: it may still be forged, expired or a duplicate.
+    """
+
+    def expect_eject(self) -> None:
+        """A payload that may hold an eject arrived; nothing about it was checked yet."""
+
+    def drop_expected_eject(self) -> None:
+        """The payloads announced hold no new eject (rejected, duplicate, another command)."""
+
+
+EJECT_HINT = b"eject"
+"""A payload holding these bytes may be an eject command and is announced at once.
+
+A signed body is a JSON string inside the envelope, so its command type appears as it is. A
+payload that spells the word with escapes is announced only by its handler starting, later.
+"""
 # `finish` stores a started command's final result and queues it in one transaction, and
 # `record_rejection` does the same for an authenticated request that never started.
 # `publish_result` only queues a result (unauthenticated rejections, stored results again).
@@ -123,52 +143,76 @@ class CommandDispatcher:
         self._rebirth = rebirth
         self._clock = clock
         self._limiter = RejectionLimiter(clock, rejections_per_minute)
-        self._queue: asyncio.Queue[ReceivedPayload] = asyncio.Queue(QUEUE_LIMIT)
+        self._queue: asyncio.Queue[tuple[ReceivedPayload, bool]] = asyncio.Queue(QUEUE_LIMIT)
+        self._announced = 0  # queued payloads announced to the notice as possible ejects
         self.counters = DispatcherCounters()
 
     def submit(self, received: ReceivedPayload) -> None:
         """Queue a payload from the command topic; never blocks the MQTT receive loop."""
         self.counters.received += 1
+        announced = EJECT_HINT in received.payload and self._announce(expected=True)
         try:
-            self._queue.put_nowait(received)
+            self._queue.put_nowait((received, announced))
         except asyncio.QueueFull:
             self.counters.queue_overflows += 1
             logger.warning("command queue full; dropped a %d-byte payload", len(received.payload))
             # Acknowledged although dropped: unacknowledged messages count against the
             # broker's in-flight window, and a full window would stop every later command.
             _acknowledge(received)
+            self._settle_announcement(announced, ejecting=False)
+            return
+        self._announced += int(announced)
 
     async def run(self) -> None:
         """Process payloads until cancelled; handler tasks are cancelled with it."""
         async with asyncio.TaskGroup() as tasks:
             while True:
-                received = await self._queue.get()
+                received, announced = await self._queue.get()
+                self._announced -= int(announced)
+                ejecting = False
                 try:
-                    self._dispatch(received, tasks)
+                    ejecting = self._dispatch(received, tasks)
                 except Exception:
                     logger.exception("failed to dispatch a command payload")
                 # The PUBACK goes out only now, after the command was stored (or its rejection
                 # was queued), so a gateway killed before this gets the command again from the
                 # broker's session instead of losing it.
                 _acknowledge(received)
+                self._settle_announcement(announced, ejecting=ejecting)
 
-    def _dispatch(self, received: ReceivedPayload, tasks: asyncio.TaskGroup) -> None:
+    def _announce(self, *, expected: bool) -> bool:
+        """Call the notice; return whether it was called and did not fail."""
+        if self._notice is None:
+            return False
+        try:
+            if expected:
+                self._notice.expect_eject()
+            else:
+                self._notice.drop_expected_eject()
+        except Exception:
+            logger.exception("command notice failed; going on")
+            return False
+        return True
+
+    def _settle_announcement(self, announced: bool, *, ejecting: bool) -> None:
+        """Withdraw an announced eject that did not come, unless another announced payload
+        still waits in the queue."""
+        if announced and not ejecting and not self._announced:
+            self._announce(expected=False)
+
+    def _dispatch(self, received: ReceivedPayload, tasks: asyncio.TaskGroup) -> bool:
+        """Check, record and start one payload's command; return True for a new eject."""
         reply = ReplyTo(received.response_topic, received.correlation_data)
         verdict = self._intake.check(received)
         if isinstance(verdict, CommandRejection):
             self._reject(verdict, reply)
-            return
+            return False
 
         body = verdict.body
-        if self._notice is not None:
-            try:
-                self._notice(body)
-            except Exception:
-                logger.exception("command notice failed for %s; going on", body.command_id)
         begin = self._store.begin(body.command_id, body, verdict.key_id, reply)
         if begin.state is not BeginState.NEW:
             self._duplicate(body.command_id, begin.state, begin.result, reply)
-            return
+            return False
 
         self.counters.accepted += 1
         logger.info(
@@ -182,7 +226,7 @@ class CommandDispatcher:
                 ),
                 reply,
             )
-            return
+            return False
         accepted = AcceptedCommand(
             command_id=body.command_id,
             command=body.command,
@@ -192,6 +236,7 @@ class CommandDispatcher:
             unlock_token=unlock_token_for(body.command_id),
         )
         tasks.create_task(self._execute(accepted, reply), name=f"command-{body.command_id}")
+        return isinstance(body.command, EjectCommand)
 
     async def _execute(self, accepted: AcceptedCommand, reply: ReplyTo) -> None:
         command_id = accepted.command_id

@@ -98,9 +98,9 @@ class CloudLink:
     ) -> None:
         """Open the state database (`database`, an SQLite file) and load keys and TLS files.
 
-        `notice` sees each authenticated command before its durable record (see
-        `CommandNotice`). Raises `CloudConfigError` when a trusted key or a TLS file cannot be
-        loaded.
+        `notice` hears of each payload that may hold an eject as it arrives, before any
+        check (see `CommandNotice`). Raises `CloudConfigError` when a trusted key or a TLS
+        file cannot be loaded.
         """
         self.config = config
         self.topics = Topics(config.topic_prefix, config.cabinet_id)

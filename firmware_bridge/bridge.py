@@ -143,6 +143,10 @@ class Bridge(CabinetViews):
         """Keep the bus free for an eject that is about to start; see `reserve_for_eject`."""
         self._core.bus.reserve_for_eject()
 
+    def drop_expected_eject(self) -> None:
+        """Let polls use the bus again: the command announced by `expect_eject` is no eject."""
+        self._core.bus.release_eject_hold()
+
     async def eject(
         self,
         slot: int | None,

@@ -44,8 +44,23 @@ INTER_FRAME_BYTES = 3.5
 ECHO_BACKLOG = 4
 """Written frames kept for recognising their echo; a retry can follow a late echo."""
 
+INPUT_TURN_S = 1e-6
+"""Timer that lets a poll request wait one turn of the event loop (`_let_input_in`)."""
+
 EJECT_NOTICE_HOLD_S = 0.1
 """Maximum time an announced eject keeps other requests off the bus (`reserve_for_eject`)."""
+
+
+async def _let_input_in() -> None:
+    """Let the event loop handle the input that is ready before going on.
+
+    A poll that follows the previous exchange at once would otherwise write its request
+    before the loop has read the MQTT connection again, so an eject command that arrived
+    meanwhile would find the bus taken. A timer, unlike `asyncio.sleep(0)`, resumes the
+    caller only after the loop has polled its sockets and run their callbacks; the command's
+    reservation (`reserve_for_eject`) is then in place.
+    """
+    await asyncio.sleep(INPUT_TURN_S)
 
 
 @dataclass(slots=True)
@@ -68,6 +83,7 @@ class BusClient:
         self._unechoed: deque[bytes] = deque(maxlen=ECHO_BACKLOG)  # oldest first
         self._quiet_until = 0.0  # clock time before which the next request must not start
         self._next_hold_at = 0.0  # loop time before which `reserve_for_eject` starts no hold
+        self._hold: Reservation | None = None  # the last hold of `reserve_for_eject`
         self.counters = BusCounters()
 
     @property
@@ -77,7 +93,7 @@ class BusClient:
     @property
     def holding_for_eject(self) -> bool:
         """Whether a hold of `reserve_for_eject` keeps polls off the bus right now."""
-        return self._lock.reserved > 0
+        return self._hold is not None and self._lock.pending(self._hold)
 
     def reserve_for_eject(self, hold_s: float = EJECT_NOTICE_HOLD_S) -> None:
         """Start no other request until an eject request takes the bus, at most `hold_s`.
@@ -90,12 +106,23 @@ class BusClient:
         therefore leaves the polls, and with them the returns, at least half of the time.
         """
         loop = asyncio.get_running_loop()
-        if self._lock.reserved or loop.time() < self._next_hold_at:
+        if self.holding_for_eject or loop.time() < self._next_hold_at:
             return
-        reservation = self._lock.reserve(PRIORITY_EJECT)
-        loop.call_later(hold_s, self._end_hold, reservation, hold_s)
+        self._hold = self._lock.reserve(PRIORITY_EJECT)
+        loop.call_later(hold_s, self._end_hold, self._hold, hold_s)
+
+    def release_eject_hold(self) -> None:
+        """End the hold of `reserve_for_eject` now: the command it waited for is no eject.
+
+        The next hold waits as after a hold that ran out, so a flood of rejected commands
+        keeps the bus from the polls only while each one is checked.
+        """
+        if self._hold is not None and self.holding_for_eject:
+            self._end_hold(self._hold, EJECT_NOTICE_HOLD_S)
 
     def _end_hold(self, reservation: Reservation, hold_s: float) -> None:
+        if reservation is self._hold:
+            self._hold = None
         if self._lock.withdraw(reservation):
             self._next_hold_at = asyncio.get_running_loop().time() + hold_s
 
@@ -205,6 +232,8 @@ class BusClient:
         check_before_write: Callable[[], None] | None,
     ) -> Message | None:
         board = self.counters.board(address)
+        if priority >= PRIORITY_POLL:
+            await _let_input_in()
         async with self._lock.hold(priority):
             link = self._link
             if link is None:

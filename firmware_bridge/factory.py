@@ -34,6 +34,10 @@ class SlotDriver(Protocol):
         """Reserve the line for an eject command that is still being checked and stored."""
         ...
 
+    def drop_expected_eject(self) -> None:
+        """End the reservation of `expect_eject`: the command turned out to be no new eject."""
+        ...
+
     async def eject(
         self,
         slot: int | None,

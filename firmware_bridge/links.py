@@ -48,6 +48,7 @@ class BoardLink:
     next_status_at: float = 0.0
     next_bank_at: float = 0.0
     bank_cursor: int = 0
+    banks_read: bool = False  # the whole board's GET_BANKS was sent since the bridge started
     reconcile_needed: bool = False
     stored_boot_count: int | None = None  # boot_count of the watermark loaded at startup
     reported: bool = False  # the link state was emitted at least once

@@ -48,6 +48,10 @@ class PriorityLock:
         self._reservations.append(reservation)
         return reservation
 
+    def pending(self, reservation: Reservation) -> bool:
+        """Whether `reservation` still keeps the lock: neither used nor withdrawn."""
+        return reservation in self._reservations
+
     def withdraw(self, reservation: Reservation) -> bool:
         """End a reservation; return False when a holder had already used it."""
         if reservation not in self._reservations:

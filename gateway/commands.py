@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Callable
 
 from cloud_link import (
     AcceptedCommand,
-    CommandBody,
     CommandOutcome,
     EjectCommand,
     LockCommand,
@@ -85,10 +84,14 @@ class CommandRunner:
             if not self.running_ejects:
                 self.idle.set()
 
-    def notice(self, body: CommandBody) -> None:
-        """Get the bus ready for an eject whose command is still being stored."""
-        if self.accepting and isinstance(body.command, EjectCommand):
+    def expect_eject(self) -> None:
+        """Get the bus ready for an eject whose command is still being checked and stored."""
+        if self.accepting:
             self._bridge.expect_eject()
+
+    def drop_expected_eject(self) -> None:
+        """Give the bus back to the polls: the command announced is no new eject."""
+        self._bridge.drop_expected_eject()
 
     async def handle(self, accepted: AcceptedCommand) -> CommandOutcome:
         if not self.accepting:

@@ -112,7 +112,7 @@ class Daemon:
             config.mqtt,
             database=config.database_path,
             handler=self.runner.handle,
-            notice=self.runner.notice,
+            notice=self.runner,
             birth_provider=self._birth,
         )
         self.service = DaemonService(

@@ -126,6 +126,9 @@ class DriverBase(CabinetViews):
         the slot-bus bridge reserves the line (`BusClient.reserve_for_eject`).
         """
 
+    def drop_expected_eject(self) -> None:
+        """Nothing was reserved by `expect_eject`."""
+
     # Eject bookkeeping
 
     def _order(

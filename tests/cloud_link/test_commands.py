@@ -12,9 +12,9 @@ from paho.mqtt.properties import Properties
 
 from cloud_link import (
     CloudLink,
-    CommandBody,
     CommandOutcome,
     CommandRejectReason,
+    CommandResult,
     CommandStatus,
     EjectCommand,
     EjectReport,
@@ -173,38 +173,69 @@ async def test_forged_command_reported_as_security_event(
     assert handler.calls == []
 
 
-async def test_notice_precedes_record_when_authenticated(
+class RecordingNotice:
+    """Notes each call, and whether the command in flight was already stored then."""
+
+    def __init__(self) -> None:
+        self.link: CloudLink | None = None
+        self.command_id = ""
+        self.calls: list[tuple[str, bool]] = []
+        self.fail = False
+
+    def _note(self, name: str) -> None:
+        assert self.link is not None
+        stored = self.link.commands.lookup(self.command_id) is not None
+        self.calls.append((name, stored))
+        if self.fail:
+            raise RuntimeError("notice failed")
+
+    def expect_eject(self) -> None:
+        self._note("expect")
+
+    def drop_expected_eject(self) -> None:
+        self._note("drop")
+
+
+async def test_notice_hears_of_eject_before_any_check(
     mosquitto: MosquittoBroker,
     make_link: LinkFactory,
     handler: RecordingHandler,
     signing_key: Ed25519PrivateKey,
 ) -> None:
-    """The gateway hears of a signed command while it is stored, never of a forged one."""
-    noticed: list[tuple[str, bool]] = []
-    link: CloudLink | None = None
+    """Every payload that may be an eject is announced before its checks and record; one
+    that turns out to be no new eject is withdrawn, and a failing notice stops nothing."""
+    notice = RecordingNotice()
+    link = notice.link = make_link(notice=notice)
 
-    def notice(body: CommandBody) -> None:
-        assert link is not None
-        noticed.append((body.command_id, link.commands.lookup(body.command_id) is None))
-        if body.command_id == "cmd-2":
-            raise RuntimeError("notice failed")
+    async def send(payload: bytes, command_id: str) -> CommandResult:
+        notice.command_id = command_id
+        notice.calls.clear()
+        await backend.publish(COMMAND_TOPIC, payload)
+        return result_of(await backend.next_on("/cmd/result"))
 
-    link = make_link(notice=notice)
     async with observe(mosquitto) as backend, running(link):
         await link.wait_connected()
-        forged = command_payload(Ed25519PrivateKey.generate(), EjectCommand())
-        await backend.publish(COMMAND_TOPIC, forged)
-        await backend.next_on("/cmd/result")
-        for command_id in ("cmd-1", "cmd-2"):
-            payload = command_payload(signing_key, EjectCommand(), command_id=command_id)
-            await backend.publish(COMMAND_TOPIC, payload)
-            result = result_of(await backend.next_on("/cmd/result"))
-            assert result.command_id == command_id
-            assert result.status is CommandStatus.SUCCEEDED
+        eject = command_payload(signing_key, EjectCommand(), command_id="cmd-1")
 
-    # Both notices came before the command's record; the failing one did not stop cmd-2.
-    assert noticed == [("cmd-1", True), ("cmd-2", True)]
-    assert [call.command_id for call in handler.calls] == ["cmd-1", "cmd-2"]
+        forged = command_payload(Ed25519PrivateKey.generate(), EjectCommand())
+        assert (await send(forged, "")).reject_reason is CommandRejectReason.BAD_SIGNATURE
+        assert notice.calls == [("expect", False), ("drop", False)]
+
+        assert (await send(eject, "cmd-1")).status is CommandStatus.SUCCEEDED
+        assert notice.calls == [("expect", False)]  # before the record, and kept
+
+        await send(eject, "cmd-1")  # a duplicate
+        assert notice.calls == [("expect", True), ("drop", True)]
+
+        disable = command_payload(signing_key, SlotDisableCommand(slot=1), command_id="cmd-2")
+        assert (await send(disable, "cmd-2")).status is CommandStatus.SUCCEEDED
+        assert notice.calls == []  # holds no "eject": not announced
+
+        notice.fail = True
+        second = command_payload(signing_key, EjectCommand(), command_id="cmd-3")
+        assert (await send(second, "cmd-3")).status is CommandStatus.SUCCEEDED
+
+    assert [call.command_id for call in handler.calls] == ["cmd-1", "cmd-2", "cmd-3"]
 
 
 async def test_failing_handler_keeps_session(

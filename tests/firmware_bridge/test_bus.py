@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -287,6 +288,69 @@ async def test_reserved_bus_writes_eject_first() -> None:
         EventAck(2, 2),
         EventAck(1, 1),
     ]
+
+
+async def test_poll_lets_waiting_input_reserve_first() -> None:
+    """A command already in a socket when a poll is due reserves the bus before the poll.
+
+    The reader callback stands for the MQTT connection: the gateway reserves the bus from
+    there as soon as it reads a payload that may hold an eject.
+    """
+    bus = BusClient(config(), SystemClock())
+    link = ScriptedLink(ack_reply)
+    loop = asyncio.get_running_loop()
+    incoming, outgoing = socket.socketpair()
+    read = asyncio.Event()
+
+    def on_input() -> None:
+        bus.reserve_for_eject(WAIT_S)
+        read.set()
+
+    async with pumped(bus, link):
+        loop.add_reader(incoming, on_input)
+        try:
+            outgoing.send(b"x")  # ready before the poll task takes its first step
+            poll = asyncio.create_task(
+                bus.request(1, Command.ACK_EVENTS, EventAck(1, 1), retries=0)
+            )
+            async with asyncio.timeout(WAIT_S):
+                await read.wait()
+            loop.remove_reader(incoming)
+            assert bus.holding_for_eject
+            assert link.requests == []
+            await bus.request(
+                1, Command.ACK_EVENTS, EventAck(2, 2), retries=0, priority=PRIORITY_EJECT
+            )
+            async with asyncio.timeout(WAIT_S):
+                await poll
+        finally:
+            loop.remove_reader(incoming)
+            incoming.close()
+            outgoing.close()
+
+    assert [decode_request(frame).body for frame in link.requests] == [
+        EventAck(2, 2),
+        EventAck(1, 1),
+    ]
+
+
+async def test_released_hold_frees_bus_at_once() -> None:
+    """A command that turned out to be no eject gives the bus back before its hold ends."""
+    bus = BusClient(config(), SystemClock())
+    link = ScriptedLink(ack_reply)
+    async with pumped(bus, link):
+        bus.reserve_for_eject(hold_s=3600.0)
+        poll = asyncio.create_task(bus.request(1, Command.ACK_EVENTS, EventAck(1, 1), retries=0))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not poll.done()
+
+        bus.release_eject_hold()
+        assert not bus.holding_for_eject
+        async with asyncio.timeout(WAIT_S):
+            assert await poll == EventAckResult(0)
+        bus.reserve_for_eject(hold_s=3600.0)  # right after an unused hold, none starts
+        assert not bus.holding_for_eject
 
 
 async def test_unused_reservation_expires() -> None:

@@ -13,6 +13,7 @@ from protocol.cabinet import EjectOutcome
 from protocol.slotbus import Command, Frame
 from tests.firmware_bridge.conftest import OffsetClock, Rig, Wrapped, memory_rig, sim_config
 from tests.firmware_bridge.test_eject import stock_bank, wait_awaiting_take
+from tests.firmware_bridge.test_version3 import wait_commands
 
 FULL = BankMix(fill_ratio=1.0)
 IDLE_S = 5.0
@@ -29,14 +30,20 @@ async def wait_banks_read(rig: Rig, count: int) -> None:
     await rig.sink.wait_for(BankHealthReport, enough)
 
 
-async def test_banks_read_with_get_banks() -> None:
+async def test_banks_read_with_get_banks_then_one_by_one() -> None:
+    """The first read takes each board's banks in one GET_BANKS; later reads take one bank
+    each, so no periodic exchange holds the bus for a whole board's bank data."""
     wrapped = Wrapped()
-    async with memory_rig(sim_config(banks=FULL), wrap=wrapped) as rig:
+    async with memory_rig(sim_config(banks=FULL), wrap=wrapped, bank_interval_s=0.4) as rig:
         await wait_banks_read(rig, 8)
+        start = len(wrapped.current.written)
+        # Board 1 holds four banks: a second round of its bank reads.
+        later = await wait_commands(wrapped, start, lambda sent: sent.count(Command.GET_BANK) >= 4)
 
         commands = written_commands(wrapped)
-        assert commands.count(Command.GET_BANKS) >= 2
-        assert Command.GET_BANK not in commands
+        assert commands.count(Command.GET_BANKS) == 2  # one per board, at the start
+        assert commands.index(Command.GET_BANK) > start
+        assert Command.GET_BANKS not in later
 
 
 async def test_version_1_board_falls_back_to_get_bank() -> None:

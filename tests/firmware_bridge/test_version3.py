@@ -128,15 +128,15 @@ async def test_rejected_capability_falls_back(caplog: pytest.LogCaptureFixture) 
 
 
 async def test_periodic_status_read_in_parts() -> None:
-    """A 4-slot board's status every 0.2 s: slots 1-3 and slot 4, never the whole board."""
+    """A 4-slot board's status every 0.2 s: one slot per exchange, never the whole board."""
     wrapped = Wrapped()
     async with memory_rig(sim_config(), wrap=wrapped, status_interval_s=0.2) as rig:
         start = len(wrapped.current.written)
-        await wait_commands(wrapped, start, lambda sent: sent.count(Command.GET_SLOT_RANGE) >= 4)
+        await wait_commands(wrapped, start, lambda sent: sent.count(Command.GET_SLOT_RANGE) >= 8)
         rig.cabinet.insert_bank(4)
         await rig.sink.wait_for(BankReturned, lambda e: e.slot == 4)
 
         sent = requests_since(wrapped, start)
         ranges = {body for command, body in sent if command is Command.GET_SLOT_RANGE}
-        assert ranges == {SlotRange(1, 3), SlotRange(4, 1)}
+        assert ranges == {SlotRange(slot, 1) for slot in range(1, 5)}
         assert Command.GET_SLOTS not in [command for command, _ in sent]
