@@ -30,25 +30,26 @@ CommandHandler = Callable[[AcceptedCommand], Awaitable[CommandOutcome]]
 
 
 class CommandNotice(Protocol):
-    """Tells the gateway that an eject may be coming, so it can get the slot bus ready.
+    """Receiver of the news that an eject may be coming, so the gateway can ready the bus.
 
     The checks and the durable record of a command take a few milliseconds before the
-    handler runs; a poll of the bus started in that time delays the UNLOCK. Neither method
-    may act on a command: it may still be forged, expired or a duplicate.
+    handler runs, and a poll of the bus started in that time delays the UNLOCK. Neither
+    method may act on a command, because it may still be forged, expired or a duplicate.
     """
 
     def expect_eject(self) -> None:
-        """A payload that may hold an eject arrived; nothing about it was checked yet."""
+        """Prepare for an eject: a payload that may contain one arrived, still unchecked."""
 
     def drop_expected_eject(self) -> None:
-        """The payloads announced hold no new eject (rejected, duplicate, another command)."""
+        """Stop preparing: the announced payloads contain no new eject."""
 
 
 EJECT_HINT = b"eject"
-"""A payload holding these bytes may be an eject command and is announced at once.
+"""Bytes that mark a payload as a possible eject command, announced before its checks.
 
-A signed body is a JSON string inside the envelope, so its command type appears as it is. A
-payload that spells the word with escapes is announced only by its handler starting, later.
+A signed body is a JSON string inside the envelope, so its command type appears verbatim. A
+payload that escapes the word gets no early hold, and its UNLOCK still goes before any
+waiting poll.
 """
 # `finish` stores a started command's final result and queues it in one transaction, and
 # `record_rejection` does the same for an authenticated request that never started.
@@ -150,7 +151,11 @@ class CommandDispatcher:
     def submit(self, received: ReceivedPayload) -> None:
         """Queue a payload from the command topic; never blocks the MQTT receive loop."""
         self.counters.received += 1
-        announced = EJECT_HINT in received.payload and self._announce(expected=True)
+        announced = (
+            self._notice is not None
+            and EJECT_HINT in received.payload
+            and self._call_notice(self._notice.expect_eject)
+        )
         try:
             self._queue.put_nowait((received, announced))
         except asyncio.QueueFull:
@@ -180,15 +185,11 @@ class CommandDispatcher:
                 _acknowledge(received)
                 self._settle_announcement(announced, ejecting=ejecting)
 
-    def _announce(self, *, expected: bool) -> bool:
-        """Call the notice; return whether it was called and did not fail."""
-        if self._notice is None:
-            return False
+    @staticmethod
+    def _call_notice(method: Callable[[], None]) -> bool:
+        """Call a method of the notice; return False when it raised."""
         try:
-            if expected:
-                self._notice.expect_eject()
-            else:
-                self._notice.drop_expected_eject()
+            method()
         except Exception:
             logger.exception("command notice failed; going on")
             return False
@@ -197,8 +198,8 @@ class CommandDispatcher:
     def _settle_announcement(self, announced: bool, *, ejecting: bool) -> None:
         """Withdraw an announced eject that did not come, unless another announced payload
         still waits in the queue."""
-        if announced and not ejecting and not self._announced:
-            self._announce(expected=False)
+        if announced and not ejecting and not self._announced and self._notice is not None:
+            self._call_notice(self._notice.drop_expected_eject)
 
     def _dispatch(self, received: ReceivedPayload, tasks: asyncio.TaskGroup) -> bool:
         """Check, record and start one payload's command; return True for a new eject."""

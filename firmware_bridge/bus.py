@@ -57,8 +57,8 @@ async def _let_input_in() -> None:
     A poll that follows the previous exchange at once would otherwise write its request
     before the loop has read the MQTT connection again, so an eject command that arrived
     meanwhile would find the bus taken. A timer, unlike `asyncio.sleep(0)`, resumes the
-    caller only after the loop has polled its sockets and run their callbacks; the command's
-    reservation (`reserve_for_eject`) is then in place.
+    caller only after the loop has polled its sockets and run their callbacks. By then the
+    command's reservation (`reserve_for_eject`) is in place.
     """
     await asyncio.sleep(INPUT_TURN_S)
 

@@ -55,8 +55,8 @@ BURST_S = 0.1
 STATUS_PART_SLOTS = 1
 """Slots per GET_SLOT_RANGE of the periodic status read: 33 bytes, 2.9 ms of wire time.
 
-An eject command waits for the exchange that holds the bus when it arrives; with one slot
-per exchange that is never longer than the read of one event."""
+An eject command waits for the exchange on the bus when it arrives. With one slot per
+exchange that exchange is no longer than the read of one event."""
 
 SINK_RETRY_S = 5.0
 """Pause after the sink failed to take an event (for example a full outbox)."""
@@ -525,8 +525,8 @@ class Poller:
         """Read bank data: first the whole board with GET_BANKS where the board has it, then
         one occupied slot per exchange in turn, each about every `bank_interval_s`.
 
-        A GET_BANKS of 6 slots holds the bus for 13.5 ms of wire time and GET_BANK for 3.4 ms,
-        so an eject command that arrives during a periodic read waits for a short exchange.
+        A GET_BANKS of 6 slots takes 13.5 ms of wire time and GET_BANK 3.4 ms, so an eject
+        command that arrives during a periodic read waits for a short exchange.
         """
         core = self._core
         interval = core.config.bank_interval_s / max(1, link.slot_count)

@@ -49,7 +49,7 @@ class PriorityLock:
         return reservation
 
     def pending(self, reservation: Reservation) -> bool:
-        """Whether `reservation` still keeps the lock: neither used nor withdrawn."""
+        """Return whether `reservation` still keeps the lock, neither used nor withdrawn."""
         return reservation in self._reservations
 
     def withdraw(self, reservation: Reservation) -> bool:

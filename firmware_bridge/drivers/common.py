@@ -127,7 +127,7 @@ class DriverBase(CabinetViews):
         """
 
     def drop_expected_eject(self) -> None:
-        """Nothing was reserved by `expect_eject`."""
+        """Do nothing: `expect_eject` reserved nothing on these lines."""
 
     # Eject bookkeeping
 

@@ -196,14 +196,14 @@ class RecordingNotice:
         self._note("drop")
 
 
-async def test_notice_hears_of_eject_before_any_check(
+async def test_notice_precedes_checks(
     mosquitto: MosquittoBroker,
     make_link: LinkFactory,
     handler: RecordingHandler,
     signing_key: Ed25519PrivateKey,
 ) -> None:
-    """Every payload that may be an eject is announced before its checks and record; one
-    that turns out to be no new eject is withdrawn, and a failing notice stops nothing."""
+    """Every payload that may be an eject is announced before its checks and record. One
+    that turns out to be no new eject is withdrawn. A failing notice stops nothing."""
     notice = RecordingNotice()
     link = notice.link = make_link(notice=notice)
 
@@ -229,7 +229,7 @@ async def test_notice_hears_of_eject_before_any_check(
 
         disable = command_payload(signing_key, SlotDisableCommand(slot=1), command_id="cmd-2")
         assert (await send(disable, "cmd-2")).status is CommandStatus.SUCCEEDED
-        assert notice.calls == []  # holds no "eject": not announced
+        assert notice.calls == []  # no "eject" in the payload, so not announced
 
         notice.fail = True
         second = command_payload(signing_key, EjectCommand(), command_id="cmd-3")

@@ -334,16 +334,22 @@ async def test_poll_lets_waiting_input_reserve_first() -> None:
     ]
 
 
+async def poll_behind_hold(bus: BusClient, hold_s: float) -> asyncio.Task[object]:
+    """Start a hold and a poll; return the poll's task once it has waited a few loop turns."""
+    bus.reserve_for_eject(hold_s=hold_s)
+    poll = asyncio.create_task(bus.request(1, Command.ACK_EVENTS, EventAck(1, 1), retries=0))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not poll.done()
+    return poll
+
+
 async def test_released_hold_frees_bus_at_once() -> None:
     """A command that turned out to be no eject gives the bus back before its hold ends."""
     bus = BusClient(config(), SystemClock())
     link = ScriptedLink(ack_reply)
     async with pumped(bus, link):
-        bus.reserve_for_eject(hold_s=3600.0)
-        poll = asyncio.create_task(bus.request(1, Command.ACK_EVENTS, EventAck(1, 1), retries=0))
-        for _ in range(5):
-            await asyncio.sleep(0)
-        assert not poll.done()
+        poll = await poll_behind_hold(bus, 3600.0)
 
         bus.release_eject_hold()
         assert not bus.holding_for_eject
@@ -358,11 +364,7 @@ async def test_unused_reservation_expires() -> None:
     bus = BusClient(config(), SystemClock())
     link = ScriptedLink(ack_reply)
     async with pumped(bus, link):
-        bus.reserve_for_eject(hold_s=0.05)
-        poll = asyncio.create_task(bus.request(1, Command.ACK_EVENTS, EventAck(1, 1), retries=0))
-        for _ in range(5):
-            await asyncio.sleep(0)
-        assert not poll.done()
+        poll = await poll_behind_hold(bus, 0.05)
         async with asyncio.timeout(WAIT_S):
             assert await poll == EventAckResult(0)
 

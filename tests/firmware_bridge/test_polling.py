@@ -30,14 +30,14 @@ async def wait_banks_read(rig: Rig, count: int) -> None:
     await rig.sink.wait_for(BankHealthReport, enough)
 
 
-async def test_banks_read_with_get_banks_then_one_by_one() -> None:
-    """The first read takes each board's banks in one GET_BANKS; later reads take one bank
-    each, so no periodic exchange holds the bus for a whole board's bank data."""
+async def test_banks_batched_then_one_by_one() -> None:
+    """The first read takes each board's banks in one GET_BANKS. Later reads take one bank
+    each, so no periodic exchange carries a whole board's bank data."""
     wrapped = Wrapped()
     async with memory_rig(sim_config(banks=FULL), wrap=wrapped, bank_interval_s=0.4) as rig:
         await wait_banks_read(rig, 8)
         start = len(wrapped.current.written)
-        # Board 1 holds four banks: a second round of its bank reads.
+        # Board 1 has four banks: wait for a second round of its bank reads.
         later = await wait_commands(wrapped, start, lambda sent: sent.count(Command.GET_BANK) >= 4)
 
         commands = written_commands(wrapped)
