@@ -92,6 +92,7 @@ class Connection:
 
     async def _connect_once(self) -> None:
         client = self._make_client()
+        client.on_delivery = functools.partial(self._deliver, client)
         connected_at: float | None = None
         try:
             async with client:
@@ -167,25 +168,33 @@ class Connection:
         self._on_online()
 
     async def _receive(self, client: LinkClient) -> None:
-        async for message in client.messages:
-            if not message.topic.matches(self.topics.command):
-                client.acknowledge(message.mid, message.qos)
-                continue
-            acknowledge = functools.partial(client.acknowledge, message.mid, message.qos)
-            self._on_command(self._received_payload(message, acknowledge))
+        """Wait until the connection ends, then raise MqttError.
+
+        Messages do not pass through here: paho hands each one to `_deliver` as it reads it,
+        from the connect on, so that messages of the persistent session sent right after
+        the CONNACK are taken too.
+        """
+        await client.wait_disconnected()
+
+    def _deliver(self, client: LinkClient, message: mqtt.MQTTMessage) -> None:
+        """Pass a command-topic message to `on_command`; runs in paho's read callback."""
+        if not aiomqtt.Topic(message.topic).matches(self.topics.command):
+            client.acknowledge(message.mid, message.qos)
+            return
+        acknowledge = functools.partial(client.acknowledge, message.mid, message.qos)
+        self._on_command(self._received_payload(message, acknowledge))
 
     def _received_payload(
-        self, message: aiomqtt.Message, acknowledge: Callable[[], None]
+        self, message: mqtt.MQTTMessage, acknowledge: Callable[[], None]
     ) -> ReceivedPayload:
-        payload = message.payload
-        raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
+        properties = getattr(message, "properties", None)
         expiry = response_topic = correlation = None
-        if message.properties is not None:
-            expiry = getattr(message.properties, "MessageExpiryInterval", None)
-            response_topic = getattr(message.properties, "ResponseTopic", None)
-            correlation = getattr(message.properties, "CorrelationData", None)
+        if properties is not None:
+            expiry = getattr(properties, "MessageExpiryInterval", None)
+            response_topic = getattr(properties, "ResponseTopic", None)
+            correlation = getattr(properties, "CorrelationData", None)
         return ReceivedPayload(
-            payload=bytes(raw),
+            payload=bytes(message.payload),
             received_monotonic=self._clock.monotonic(),
             received_wall=self._clock.wall(),
             message_expiry_s=expiry,

@@ -3,18 +3,20 @@
 aiomqtt 2.x drops the PUBACK reason code, which the outbox needs to tell "accepted",
 "no matching subscribers" and "rejected" apart. This subclass hooks the paho callbacks.
 It also writes queued packets once per event loop pass instead of through a writer
-callback registered from any thread.
+callback registered from any thread, and hands each received message to `on_delivery` in
+paho's read callback instead of aiomqtt's queue.
 NOTE: it relies on aiomqtt 2.x internals (`_client`, `_loop`, `_disconnected`,
-`_on_publish`, `_on_socket_register_write`, `_client_connect`, `_wait_for`); pyproject pins
-aiomqtt below 3.
+`_on_publish`, `_on_message`, `_on_socket_register_write`, `_client_connect`, `_wait_for`);
+pyproject pins aiomqtt below 3.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import ssl
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, TypeVar
 
 import aiomqtt
@@ -25,6 +27,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from cloud_link.tls import LinkTlsContext
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 # MQTT 5 reason codes used by the outbox.
 RC_SUCCESS = 0x00
@@ -106,6 +110,30 @@ class LinkClient(aiomqtt.Client):
         self.max_packet_size: int | None = None
         self.receive_maximum: int = DEFAULT_RECEIVE_MAXIMUM
         self._write_scheduled = False
+        self.on_delivery: Callable[[mqtt.MQTTMessage], None] | None = None
+        """Takes each received message in paho's read callback instead of aiomqtt's queue."""
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        # aiomqtt's queue and its iterator pass a message through three loop passes before
+        # the application gets it, and anything else ready runs in between. An eject command
+        # reserves the slot bus in its first step, so it is handed over here, as it is read.
+        deliver = self.on_delivery
+        if deliver is None:
+            super()._on_message(client, userdata, message)
+            return
+        try:
+            deliver(message)
+        except Exception:
+            # An exception would end paho's read and, through aiomqtt, the connection.
+            logger.exception("failed to take a message on %s", message.topic)
+
+    async def wait_disconnected(self) -> None:
+        """Wait until the connection ends; raise aiomqtt.MqttError then."""
+        try:
+            await asyncio.shield(self._disconnected)
+        except Exception as exc:
+            raise aiomqtt.MqttError(f"disconnected: {exc}") from exc
+        raise aiomqtt.MqttError("disconnected")
 
     def acknowledge(self, mid: int, qos: int) -> None:
         """Send the PUBACK of a received message; nothing for QoS 0 or a lost connection.

@@ -44,23 +44,24 @@ INTER_FRAME_BYTES = 3.5
 ECHO_BACKLOG = 4
 """Written frames kept for recognising their echo; a retry can follow a late echo."""
 
-INPUT_TURN_S = 1e-6
-"""Timer that lets a poll request wait one turn of the event loop (`_let_input_in`)."""
-
 EJECT_NOTICE_HOLD_S = 0.1
 """Maximum time an announced eject keeps other requests off the bus (`reserve_for_eject`)."""
 
 
 async def _let_input_in() -> None:
-    """Let the event loop handle the input that is ready before going on.
+    """Let the event loop read the input that is ready before going on.
 
     A poll that follows the previous exchange at once would otherwise write its request
     before the loop has read the MQTT connection again, so an eject command that arrived
-    meanwhile would find the bus taken. A timer, unlike `asyncio.sleep(0)`, resumes the
-    caller only after the loop has polled its sockets and run their callbacks. By then the
-    command's reservation (`reserve_for_eject`) is in place.
+    meanwhile would find the bus taken. The first yield puts this task into the next loop
+    pass. That pass polls the sockets without waiting and queues their callbacks behind this
+    task, and the second yield lets those callbacks run first. The MQTT read callback
+    reserves the bus for an eject command (`reserve_for_eject`), so the poll then waits. A
+    timer would also let the input in, but with no input ready it waits for the next tick of
+    epoll (1 ms).
     """
-    await asyncio.sleep(INPUT_TURN_S)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
 
 
 @dataclass(slots=True)
@@ -84,6 +85,7 @@ class BusClient:
         self._quiet_until = 0.0  # clock time before which the next request must not start
         self._next_hold_at = 0.0  # loop time before which `reserve_for_eject` starts no hold
         self._hold: Reservation | None = None  # the last hold of `reserve_for_eject`
+        self._overtaken: list[asyncio.Future[None]] = []  # see `_yield_to_overtaker`
         self.counters = BusCounters()
 
     @property
@@ -233,47 +235,77 @@ class BusClient:
     ) -> Message | None:
         board = self.counters.board(address)
         if priority >= PRIORITY_POLL:
+            # The silence first and the input last, so that a command read in the silence
+            # still reserves the bus before this poll takes it.
+            await pause(self._clock, self._quiet_until - self._clock.monotonic())
             await _let_input_in()
         async with self._lock.hold(priority):
-            link = self._link
-            if link is None:
-                raise NotConnectedError("serial port is not open")
-            # The silence between exchanges has usually passed while the reply was handled.
-            await pause(self._clock, self._quiet_until - self._clock.monotonic())
-            if check_before_write is not None:
-                check_before_write()
-            sequence = (self._sequences.get(address, -1) + 1) & 0xFF
-            self._sequences[address] = sequence
-            frame = encode_request(address, sequence, command, body)
-            key = (address, sequence)
-            reply: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-            self._pending[key] = _Pending(command, reply)
             try:
-                if self._config.echo is not EchoMode.OFF:
-                    self._unechoed.append(frame)
-                board.requests += 1
-                await link.write(frame)
-                self.counters.frames_sent += 1
-                self.counters.bytes_sent += len(frame)
-                started = self._clock.monotonic()
-                result = await wait_future(
-                    self._clock, reply, self.reply_timeout_s(command, len(frame))
-                )
+                link = self._link
+                if link is None:
+                    raise NotConnectedError("serial port is not open")
+                # The silence between exchanges has usually passed while the reply was handled.
+                await pause(self._clock, self._quiet_until - self._clock.monotonic())
+                if check_before_write is not None:
+                    check_before_write()
+                sequence = (self._sequences.get(address, -1) + 1) & 0xFF
+                self._sequences[address] = sequence
+                frame = encode_request(address, sequence, command, body)
+                key = (address, sequence)
+                reply: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+                self._pending[key] = _Pending(command, reply)
+                try:
+                    if self._config.echo is not EchoMode.OFF:
+                        self._unechoed.append(frame)
+                    board.requests += 1
+                    await link.write(frame)
+                    self._wake_overtaken()
+                    self.counters.frames_sent += 1
+                    self.counters.bytes_sent += len(frame)
+                    started = self._clock.monotonic()
+                    result = await wait_future(
+                        self._clock, reply, self.reply_timeout_s(command, len(frame))
+                    )
+                finally:
+                    del self._pending[key]
+                    if not reply.done():
+                        reply.cancel()
+                    elif not reply.cancelled():
+                        reply.exception()  # retrieved: a failure after cancellation is not logged
+                    self._quiet_until = (
+                        self._clock.monotonic() + INTER_FRAME_BYTES * self._byte_time_s()
+                    )
             finally:
-                del self._pending[key]
-                if not reply.done():
-                    reply.cancel()
-                elif not reply.cancelled():
-                    reply.exception()  # retrieved, so a failure after cancellation is not logged
-                self._quiet_until = (
-                    self._clock.monotonic() + INTER_FRAME_BYTES * self._byte_time_s()
-                )
+                self._wake_overtaken()  # also when no request went out
+        await self._yield_to_overtaker(priority)
         if result is None:
             board.timeouts += 1
             return None
         board.replies += 1
         board.latencies.append(self._clock.monotonic() - started)
         return result
+
+    async def _yield_to_overtaker(self, priority: int) -> None:
+        """After an exchange, wait until a request of higher priority that took the bus next
+        has been written.
+
+        The lock passed to that request as this exchange ended, but its task runs only after
+        this one yields. Handling a poll's reply first (events, slot states, the outbox) can
+        keep the loop busy for a millisecond or more while an UNLOCK waits.
+        """
+        holder = self._lock.holder
+        if holder is None or holder >= priority:
+            return
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._overtaken.append(written)
+        await written
+
+    def _wake_overtaken(self) -> None:
+        """Let the exchanges waiting in `_yield_to_overtaker` go on: the holder has written."""
+        waiting, self._overtaken = self._overtaken, []
+        for written in waiting:
+            if not written.done():
+                written.set_result(None)
 
     def stats(self, addresses: tuple[int, ...]) -> BusStats:
         counters = self.counters

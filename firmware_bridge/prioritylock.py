@@ -32,10 +32,16 @@ class PriorityLock:
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
         self._reservations: list[Reservation] = []
+        self._holder: int | None = None
 
     @property
     def locked(self) -> bool:
         return self._locked
+
+    @property
+    def holder(self) -> int | None:
+        """Priority of the current holder; None while the lock is free."""
+        return self._holder
 
     @property
     def reserved(self) -> int:
@@ -65,6 +71,7 @@ class PriorityLock:
 
     def _take(self, priority: int) -> None:
         self._locked = True
+        self._holder = priority
         if not self._reservations:
             return  # the usual case, on every bus exchange
         eligible = [r for r in self._reservations if priority <= r.priority]
@@ -89,6 +96,7 @@ class PriorityLock:
 
     def release(self) -> None:
         self._locked = False
+        self._holder = None
         self._grant_next()
 
     def _grant_next(self) -> None:

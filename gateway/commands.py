@@ -147,25 +147,45 @@ class CommandRunner:
         order_id = command.order_id or accepted.command_id
         token = accepted.unlock_token
         self.contexts[token] = EjectContext(accepted.command_id, order_id)
-        self._store.open_order(
-            order_id,
-            "rent",
-            command_id=accepted.command_id,
-            slot=command.slot,
-            at=self._wall(),
-            step=("received", accepted.command_id),
-        )
-        logger.info(
-            "eject command %s order %s slot %s token %08x",
-            accepted.command_id,
-            order_id,
-            command.slot or "best",
-            token,
-        )
-        async with self.running():
-            result = await self._bridge.eject(
-                command.slot, token, deadline=accepted.deadline_monotonic
+        received_at = self._wall()
+        opened = False
+
+        def open_order() -> None:
+            nonlocal opened
+            if opened:
+                return
+            opened = True
+            try:
+                self._store.open_order(
+                    order_id,
+                    "rent",
+                    command_id=accepted.command_id,
+                    slot=command.slot,
+                    at=received_at,
+                    step=("received", accepted.command_id),
+                )
+            except Exception:
+                # The eject goes on: the user paid, and the command store guards it.
+                logger.exception("could not open order %s", order_id)
+            logger.info(
+                "eject command %s order %s slot %s token %08x",
+                accepted.command_id,
+                order_id,
+                command.slot or "best",
+                token,
             )
+
+        # The order row is a record for people, not a guard (see `open_order`), so it is
+        # written once the eject has had its first turn: on a free bus the UNLOCK is already
+        # on the line by then. It is written before the result at the latest.
+        asyncio.get_running_loop().call_soon(open_order)
+        try:
+            async with self.running():
+                result = await self._bridge.eject(
+                    command.slot, token, deadline=accepted.deadline_monotonic
+                )
+        finally:
+            open_order()
         self.record_eject(order_id, result)
         return outcome_of_eject(result)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
@@ -290,32 +290,43 @@ async def test_reserved_bus_writes_eject_first() -> None:
     ]
 
 
-async def test_poll_lets_waiting_input_reserve_first() -> None:
-    """A command already in a socket when a poll is due reserves the bus before the poll.
+@contextlib.contextmanager
+def command_socket(bus: BusClient, read: asyncio.Event) -> Iterator[socket.socket]:
+    """Yield the sending end of a socket pair whose read callback reserves the bus.
 
-    The reader callback stands for the MQTT connection: the gateway reserves the bus from
-    there as soon as it reads a payload that may hold an eject.
+    The callback stands for the MQTT connection: the gateway reserves the bus from there as
+    soon as it reads a payload that may hold an eject. It sets `read` once it has run.
     """
-    bus = BusClient(config(), SystemClock())
-    link = ScriptedLink(ack_reply)
     loop = asyncio.get_running_loop()
     incoming, outgoing = socket.socketpair()
-    read = asyncio.Event()
 
     def on_input() -> None:
+        incoming.recv(16)
         bus.reserve_for_eject(WAIT_S)
         read.set()
 
+    loop.add_reader(incoming, on_input)
+    try:
+        yield outgoing
+    finally:
+        loop.remove_reader(incoming)
+        incoming.close()
+        outgoing.close()
+
+
+async def test_poll_lets_waiting_input_reserve_first() -> None:
+    """A command already in a socket when a poll is due reserves the bus before the poll."""
+    bus = BusClient(config(), SystemClock())
+    link = ScriptedLink(ack_reply)
+    read = asyncio.Event()
     async with pumped(bus, link):
-        loop.add_reader(incoming, on_input)
-        try:
-            outgoing.send(b"x")  # ready before the poll task takes its first step
+        with command_socket(bus, read) as command:
+            command.send(b"x")  # ready before the poll task takes its first step
             poll = asyncio.create_task(
                 bus.request(1, Command.ACK_EVENTS, EventAck(1, 1), retries=0)
             )
             async with asyncio.timeout(WAIT_S):
                 await read.wait()
-            loop.remove_reader(incoming)
             assert bus.holding_for_eject
             assert link.requests == []
             await bus.request(
@@ -323,15 +334,77 @@ async def test_poll_lets_waiting_input_reserve_first() -> None:
             )
             async with asyncio.timeout(WAIT_S):
                 await poll
-        finally:
-            loop.remove_reader(incoming)
-            incoming.close()
-            outgoing.close()
 
     assert [decode_request(frame).body for frame in link.requests] == [
         EventAck(2, 2),
         EventAck(1, 1),
     ]
+
+
+async def test_command_read_in_the_silence_goes_first() -> None:
+    """A command read while a poll waits out the silence after an exchange goes before it.
+
+    At 1200 baud the silence takes 29 ms, long enough for a timer, so the loop reads input
+    during it. A poll that took the bus before that silence would write first.
+    """
+    bus = BusClient(config(baudrate=1200), SystemClock())
+    link = ScriptedLink(ack_reply)
+    read = asyncio.Event()
+    async with pumped(bus, link):
+        with command_socket(bus, read) as command:
+            await bus.request(1, Command.ACK_EVENTS, EventAck(1, 1), retries=0)
+            poll = asyncio.create_task(
+                bus.request(1, Command.ACK_EVENTS, EventAck(2, 2), retries=0)
+            )
+            for _ in range(5):
+                await asyncio.sleep(0)
+            command.send(b"x")  # arrives within the silence
+            await bus.request(
+                1, Command.ACK_EVENTS, EventAck(3, 3), retries=0, priority=PRIORITY_EJECT
+            )
+            async with asyncio.timeout(WAIT_S):
+                await poll
+
+    assert read.is_set()
+    assert [decode_request(frame).body for frame in link.requests] == [
+        EventAck(1, 1),
+        EventAck(3, 3),
+        EventAck(2, 2),
+    ]
+
+
+async def test_poll_reply_waits_for_overtaking_write() -> None:
+    """An eject that waited for a poll's exchange is written before the poll's caller goes on.
+
+    The caller handles the reply next (events, slot states, the outbox), which could keep the
+    event loop busy while the UNLOCK waits.
+    """
+    bus = BusClient(config(), SystemClock())
+    link = ScriptedLink(lambda frame: [])  # replies are sent by the test
+
+    async def poll_then_count() -> int:
+        await bus.request(1, Command.ACK_EVENTS, EventAck(1, 1), retries=0)
+        return len(link.requests)
+
+    async with pumped(bus, link):
+        poll = asyncio.create_task(poll_then_count())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert len(link.requests) == 1
+        eject = asyncio.create_task(
+            bus.request(1, Command.ACK_EVENTS, EventAck(2, 2), retries=0, priority=PRIORITY_EJECT)
+        )
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert len(link.requests) == 1  # the eject waits for the poll's exchange
+        link.incoming.put_nowait(ack_reply(link.requests[0])[0])
+        async with asyncio.timeout(WAIT_S):
+            requests_when_poll_returned = await poll
+        link.incoming.put_nowait(ack_reply(link.requests[1])[0])
+        async with asyncio.timeout(WAIT_S):
+            await eject
+
+    assert requests_when_poll_returned == 2
 
 
 async def poll_behind_hold(bus: BusClient, hold_s: float) -> asyncio.Task[object]:
