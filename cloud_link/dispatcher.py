@@ -56,6 +56,8 @@ waiting poll.
 # `publish_result` only queues a result (unauthenticated rejections, stored results again).
 ResultSink = Callable[[CommandResult, ReplyTo | None], None]
 
+# Payloads wait in the queue only while `run` has not started or is working through earlier
+# ones (see `submit`).
 # NOTE: a payload arriving while this many wait is dropped without a result and counted in
 # `queue_overflows`; the MQTT layer has already acknowledged it, so the cloud must retry.
 QUEUE_LIMIT = 64
@@ -146,16 +148,26 @@ class CommandDispatcher:
         self._limiter = RejectionLimiter(clock, rejections_per_minute)
         self._queue: asyncio.Queue[tuple[ReceivedPayload, bool]] = asyncio.Queue(QUEUE_LIMIT)
         self._announced = 0  # queued payloads announced to the notice as possible ejects
+        self._tasks: asyncio.TaskGroup | None = None  # handler tasks, while `run` runs
         self.counters = DispatcherCounters()
 
     def submit(self, received: ReceivedPayload) -> None:
-        """Queue a payload from the command topic; never blocks the MQTT receive loop."""
+        """Take a payload from the command topic: process it now, or queue it behind others.
+
+        The MQTT layer calls this as it reads the payload. With nothing queued and `run`
+        running, the checks, the durable record and the PUBACK happen in this call, so an
+        eject's handler starts in the next turn of the event loop, whatever else is ready
+        then. A payload that arrives while others wait is queued, which keeps their order.
+        """
         self.counters.received += 1
         announced = (
             self._notice is not None
             and EJECT_HINT in received.payload
             and self._call_notice(self._notice.expect_eject)
         )
+        if self._tasks is not None and self._queue.empty():
+            self._process(received, announced, self._tasks)
+            return
         try:
             self._queue.put_nowait((received, announced))
         except asyncio.QueueFull:
@@ -169,21 +181,30 @@ class CommandDispatcher:
         self._announced += int(announced)
 
     async def run(self) -> None:
-        """Process payloads until cancelled; handler tasks are cancelled with it."""
+        """Process queued payloads until cancelled; handler tasks are cancelled with it."""
         async with asyncio.TaskGroup() as tasks:
-            while True:
-                received, announced = await self._queue.get()
-                self._announced -= int(announced)
-                ejecting = False
-                try:
-                    ejecting = self._dispatch(received, tasks)
-                except Exception:
-                    logger.exception("failed to dispatch a command payload")
-                # The PUBACK goes out only now, after the command was stored (or its rejection
-                # was queued), so a gateway killed before this gets the command again from the
-                # broker's session instead of losing it.
-                _acknowledge(received)
-                self._settle_announcement(announced, ejecting=ejecting)
+            self._tasks = tasks
+            try:
+                while True:
+                    received, announced = await self._queue.get()
+                    self._announced -= int(announced)
+                    self._process(received, announced, tasks)
+            finally:
+                self._tasks = None
+
+    def _process(
+        self, received: ReceivedPayload, announced: bool, tasks: asyncio.TaskGroup
+    ) -> None:
+        ejecting = False
+        try:
+            ejecting = self._dispatch(received, tasks)
+        except Exception:
+            logger.exception("failed to dispatch a command payload")
+        # The PUBACK goes out only now, after the command was stored (or its rejection was
+        # queued), so a gateway killed before this gets the command again from the broker's
+        # session instead of losing it.
+        _acknowledge(received)
+        self._settle_announcement(announced, ejecting=ejecting)
 
     @staticmethod
     def _call_notice(method: Callable[[], None]) -> bool:

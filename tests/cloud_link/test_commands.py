@@ -180,18 +180,18 @@ class RecordingNotice:
         self.link: CloudLink | None = None
         self.command_id = ""
         self.calls: list[tuple[str, bool]] = []
-        self.in_read_callback: list[bool] = []  # per expect_eject: called outside any task
+        self.in_read_callback: list[bool] = []  # per call: made outside any task
         self.fail = False
 
     def _note(self, name: str) -> None:
         assert self.link is not None
+        self.in_read_callback.append(asyncio.current_task() is None)
         stored = self.link.commands.lookup(self.command_id) is not None
         self.calls.append((name, stored))
         if self.fail:
             raise RuntimeError("notice failed")
 
     def expect_eject(self) -> None:
-        self.in_read_callback.append(asyncio.current_task() is None)
         self._note("expect")
 
     def drop_expected_eject(self) -> None:
@@ -204,9 +204,9 @@ async def test_notice_precedes_checks(
     handler: RecordingHandler,
     signing_key: Ed25519PrivateKey,
 ) -> None:
-    """Every payload that may be an eject is announced before its checks and record, from
-    the socket read callback that reads it, before any task runs. One that turns out to be
-    no new eject is withdrawn. A failing notice stops nothing."""
+    """Every payload that may be an eject is announced before its checks and record. One
+    that turns out to be no new eject is withdrawn. A failing notice stops nothing. All of
+    it happens in the socket read callback that reads the payload, before any task runs."""
     notice = RecordingNotice()
     link = notice.link = make_link(notice=notice)
 
@@ -239,7 +239,7 @@ async def test_notice_precedes_checks(
         assert (await send(second, "cmd-3")).status is CommandStatus.SUCCEEDED
 
     assert [call.command_id for call in handler.calls] == ["cmd-1", "cmd-2", "cmd-3"]
-    assert notice.in_read_callback == [True] * 4
+    assert notice.in_read_callback == [True] * 6  # four announcements, two withdrawals
 
 
 async def test_failing_handler_keeps_session(
