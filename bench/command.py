@@ -2,16 +2,16 @@
 
 The daemon runs as its own process, on its default polling intervals. Its MQTT connection
 passes through a proxy that notes when the last byte of each PUBLISH from the broker arrives.
-The simulator (on a pty in this process) notes when the bytes of an UNLOCK request arrive
-from the gateway. The difference, per command, is the gateway's latency plus one proxy hop and
-one pty hop. Commands go one at a time to slots in turn. The bank is taken as soon as the
-UNLOCK arrives and put back after the result. The next command follows the report of that
-return after a random pause of up to one busy poll interval, so commands meet the bus at
-random points of its polling, as rentals do, and not always while the return is being read.
-The baseline is the broker's loopback latency, from a QoS 1 publish to its arrival at a
-subscriber on the same broker, measured in the same run. The summary also gives the latency
-of a one-row durable SQLite commit in the daemon's state directory, the step that the gateway
-must finish before every UNLOCK."""
+The simulator runs in a child process, as boards run on their own hardware, and notes when
+the bytes of an UNLOCK request arrive from the gateway. The difference, per command, is the
+gateway's latency plus one proxy hop and one pty hop. Commands go one at a time to slots in
+turn. The bank is taken as soon as the UNLOCK arrives and put back after the result. The next
+command follows the report of that return after a random pause of up to one busy poll
+interval. Commands therefore meet the bus at random points of its polling, as rentals do,
+and not always while the return is being read. The baseline is the broker's loopback latency, from a
+QoS 1 publish to its arrival at a subscriber on the same broker, measured in the same run. The
+summary also gives the latency of a one-row durable SQLite commit in the daemon's state
+directory, the step that the gateway must finish before every UNLOCK."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import random
 import sqlite3
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,9 @@ from bench.broker import Broker, mosquitto
 from bench.gatewayproc import gateway_process, write_toml
 from bench.proxy import MQTT_PUBLISH, CountingProxy
 from bench.result import BenchResult, safe_ratio
-from cabinet_sim import Cabinet, MonotonicClock, SimConfig
+from bench.simproc import Control, child_process, serve_controlled
+from cabinet_sim import Bank, Cabinet, MonotonicClock, SimConfig
 from cabinet_sim.config import BankMix
-from cabinet_sim.transports import PtyTransport
 from cloud_link.commands import EjectCommand
 from gateway.cloudtool import BrokerAddress, ReceivedMessage, ScriptedCloud, public_key_of
 from protocol.slotbus import Command, Deframer, UnlockRequest, decode_request
@@ -47,6 +48,8 @@ FULL_COMMANDS = 1000
 QUICK_COMMANDS = 60
 WARMUP_COMMANDS = 5
 STEP_TIMEOUT_S = 10.0
+SIM_LIFETIME_S = 3600.0
+"""Upper bound on the simulator process's life; the full run takes about 12 minutes."""
 PAUSE_MAX_S = 0.3
 """Maximum pause before the next command: the default busy poll interval of a board."""
 PAUSE_SEED = 7
@@ -55,9 +58,19 @@ PROBE_SPACING_S = 0.01
 
 
 class TappedCabinet(Cabinet):
-    """A simulated cabinet that records when UNLOCK requests arrive, and for which slot."""
+    """A simulated cabinet that reports when UNLOCK requests arrive, and for which slot.
 
-    def __init__(self, config: SimConfig, clock: MonotonicClock | None = None) -> None:
+    Each arrival, as time.monotonic() and cabinet slot number, goes to `notify`, by default
+    to the queue `unlock_arrived`. The clock is the same in every process of the machine, so
+    a simulator process can send the arrivals to the benchmark.
+    """
+
+    def __init__(
+        self,
+        config: SimConfig,
+        clock: MonotonicClock | None = None,
+        notify: Callable[[float, int], None] | None = None,
+    ) -> None:
         super().__init__(config, clock=clock or MonotonicClock())
         self._deframer = Deframer()
         self._slot_numbers = {
@@ -65,7 +78,7 @@ class TappedCabinet(Cabinet):
             for number, where in enumerate(config.slot_map(), start=1)
         }
         self.unlock_arrived: asyncio.Queue[tuple[float, int]] = asyncio.Queue()
-        """Arrival time (time.monotonic()) and cabinet slot number of each UNLOCK request."""
+        self._on_unlock = notify or (lambda at, slot: self.unlock_arrived.put_nowait((at, slot)))
 
     def receive(self, data: bytes) -> list[Any]:
         at = time.monotonic()
@@ -75,8 +88,70 @@ class TappedCabinet(Cabinet):
             body = decode_request(frame).body
             if isinstance(body, UnlockRequest):
                 slot = self._slot_numbers.get((frame.address, body.slot), 0)
-                self.unlock_arrived.put_nowait((at, slot))
+                self._on_unlock(at, slot)
         return super().receive(data)
+
+
+def serve_tapped(config: SimConfig, link_path: str, control: Control) -> None:
+    """Run a TappedCabinet in the simulator process; ("take" | "put_back", slot) requests
+    move a bank out of its slot and back."""
+    cabinet = TappedCabinet(config, notify=lambda at, slot: control.send(("unlock", at, slot)))
+    banks_out: dict[int, Bank] = {}
+
+    def handle(request: tuple[str, int]) -> int:
+        operation, slot = request
+        if operation == "take":
+            banks_out[slot] = cabinet.take(slot)
+        else:
+            cabinet.insert_bank(slot, banks_out.pop(slot))
+        return slot
+
+    serve_controlled(cabinet, link_path, SIM_LIFETIME_S, control, handle)
+
+
+class SimulatorClient:
+    """The benchmark's side of the simulator process: UNLOCK arrivals and bank moves."""
+
+    def __init__(self, control: Control) -> None:
+        self._control = control
+        self.unlock_arrived: asyncio.Queue[tuple[float, int]] = asyncio.Queue()
+        """Arrival time (time.monotonic()) and cabinet slot number of each UNLOCK request."""
+        self._replies: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[SimulatorClient]:
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self._control.fileno(), self._on_message)
+        try:
+            yield self
+        finally:
+            loop.remove_reader(self._control.fileno())
+
+    def _on_message(self) -> None:
+        while self._control.poll():
+            try:
+                kind, *values = self._control.recv()
+            except EOFError:
+                asyncio.get_running_loop().remove_reader(self._control.fileno())
+                self._replies.put_nowait(("error", "the simulator process ended"))
+                return
+            if kind == "unlock":
+                self.unlock_arrived.put_nowait((values[0], values[1]))
+            else:
+                self._replies.put_nowait((kind, values[0]))
+
+    async def _ask(self, operation: str, slot: int) -> None:
+        self._control.send((operation, slot))
+        async with asyncio.timeout(STEP_TIMEOUT_S):
+            kind, value = await self._replies.get()
+        if kind != "reply":
+            raise RuntimeError(f"simulator: {value}")
+
+    async def take(self, slot: int) -> None:
+        await self._ask("take", slot)
+
+    async def put_back(self, slot: int) -> None:
+        await self._ask("put_back", slot)
 
 
 class Results:
@@ -180,7 +255,7 @@ def percentile(samples: list[float], fraction: float) -> float:
 
 
 async def eject_once(
-    cabinet: TappedCabinet,
+    simulator: SimulatorClient,
     cloud: ScriptedCloud,
     results: Results,
     publishes: asyncio.Queue[float],
@@ -191,13 +266,13 @@ async def eject_once(
     done = results.expect(command_id)
     async with asyncio.timeout(STEP_TIMEOUT_S):
         arrived = await publishes.get()
-        unlocked, _ = await cabinet.unlock_arrived.get()
-    bank = cabinet.take(slot)
+        unlocked, _ = await simulator.unlock_arrived.get()
+    await simulator.take(slot)
     async with asyncio.timeout(STEP_TIMEOUT_S):
         await done.wait()
     returned = results.expect_return(slot)
     returned.clear()
-    cabinet.insert_bank(slot, bank)
+    await simulator.put_back(slot)
     async with asyncio.timeout(STEP_TIMEOUT_S):
         await returned.wait()
     return unlocked - arrived
@@ -211,7 +286,6 @@ async def measure(work: Path, commands: int) -> tuple[list[float], list[float], 
         seed=5,
         banks=BankMix(fill_ratio=1.0, rentable_share=1.0),
     )
-    cabinet = TappedCabinet(sim)
     key = Ed25519PrivateKey.generate()
     publishes: asyncio.Queue[float] = asyncio.Queue()
 
@@ -222,16 +296,16 @@ async def measure(work: Path, commands: int) -> tuple[list[float], list[float], 
     results = Results()
     state = work / "state"
     state.mkdir()
-    with mosquitto(work / "broker") as broker:
+    link = work / "ttyCAB"
+    with (
+        mosquitto(work / "broker") as broker,
+        child_process(serve_tapped, (sim, str(link))) as control,
+        SimulatorClient(control).reading() as simulator,
+    ):
         proxy = CountingProxy(broker.port, tap=on_packet)
-        async with (
-            PtyTransport(cabinet, link_path=work / "ttyCAB") as pty,
-            proxy.serving(),
-        ):
+        async with proxy.serving():
             config = work / "gateway.toml"
-            write_toml(
-                config, gateway_config(state, pty.device_path, proxy.port, public_key_of(key))
-            )
+            write_toml(config, gateway_config(state, str(link), proxy.port, public_key_of(key)))
             cloud = ScriptedCloud(
                 BrokerAddress(broker.host, broker.port, tls=False),
                 cabinet_id=CABINET,
@@ -253,7 +327,7 @@ async def measure(work: Path, commands: int) -> tuple[list[float], list[float], 
                     latencies = []
                     for number in range(commands + WARMUP_COMMANDS):
                         slot = 1 + number % sim.slot_count
-                        latency = await eject_once(cabinet, cloud, results, publishes, slot)
+                        latency = await eject_once(simulator, cloud, results, publishes, slot)
                         if number >= WARMUP_COMMANDS:
                             latencies.append(latency)
                         await asyncio.sleep(pauses.uniform(0.0, PAUSE_MAX_S))
