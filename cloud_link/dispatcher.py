@@ -199,7 +199,14 @@ class CommandDispatcher:
         try:
             ejecting = self._dispatch(received, tasks)
         except Exception:
-            logger.exception("failed to dispatch a command payload")
+            # Without a PUBACK the broker sends the payload again after the next reconnect,
+            # so a failed write to the store (a full or failing disk) loses no command.
+            logger.exception(
+                "failed to dispatch a command payload; left unacknowledged, so the broker "
+                "sends it again after the next reconnect"
+            )
+            self._settle_announcement(announced, ejecting=False)
+            return
         # The PUBACK goes out only now, after the command was stored (or its rejection was
         # queued), so a gateway killed before this gets the command again from the broker's
         # session instead of losing it.

@@ -93,6 +93,11 @@ class BusClient:
         return self._link is not None
 
     @property
+    def lock_holder(self) -> int | None:
+        """Priority of the request that has the bus now; None while the bus is free."""
+        return self._lock.holder
+
+    @property
     def holding_for_eject(self) -> bool:
         """Whether a hold of `reserve_for_eject` keeps polls off the bus right now."""
         return self._hold is not None and self._lock.pending(self._hold)
@@ -291,13 +296,16 @@ class BusClient:
 
         The lock passed to that request as this exchange ended, but its task runs only after
         this one yields. Handling a poll's reply first (events, slot states, the outbox) can
-        keep the loop busy for a millisecond or more while an UNLOCK waits.
+        keep the loop busy for a millisecond or more while an UNLOCK waits. The wait also
+        ends when that holder releases the lock without writing, for example when its task
+        was cancelled as the lock reached it.
         """
         holder = self._lock.holder
         if holder is None or holder >= priority:
             return
         written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._overtaken.append(written)
+        self._lock.watch_release(written)
         await written
 
     def _wake_overtaken(self) -> None:

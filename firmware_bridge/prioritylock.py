@@ -33,6 +33,7 @@ class PriorityLock:
         self._order = itertools.count()
         self._reservations: list[Reservation] = []
         self._holder: int | None = None
+        self._release_watchers: list[asyncio.Future[None]] = []
 
     @property
     def locked(self) -> bool:
@@ -94,9 +95,17 @@ class PriorityLock:
                 self.release()  # the lock was handed over just as the waiter was cancelled
             raise
 
+    def watch_release(self, future: asyncio.Future[None]) -> None:
+        """Complete `future` at the next release of the lock, if nothing completed it before."""
+        self._release_watchers.append(future)
+
     def release(self) -> None:
         self._locked = False
         self._holder = None
+        watchers, self._release_watchers = self._release_watchers, []
+        for future in watchers:
+            if not future.done():
+                future.set_result(None)
         self._grant_next()
 
     def _grant_next(self) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+from collections.abc import Callable
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -25,11 +27,13 @@ from cloud_link import (
     parse_message,
     unlock_token_for,
 )
+from cloud_link.command_store import BeginResult, CommandStore
 from cloud_link.dispatcher import CommandDispatcher
 from cloud_link.intake import ReceivedPayload
 from protocol.cabinet import EjectOutcome
 from tests.cloud_link.conftest import (
     CABINET,
+    WAIT_S,
     LinkFactory,
     RecordingHandler,
     command_payload,
@@ -419,31 +423,47 @@ async def test_command_queued_while_offline_runs_after_start(
     assert [call.command_id for call in handler.calls] == ["while-offline"]
 
 
-async def test_command_unstored_at_crash_arrives_again(
+def stop_before_storing(patch: pytest.MonkeyPatch, stopped: asyncio.Event) -> None:
+    def submit(self: CommandDispatcher, received: ReceivedPayload) -> None:
+        stopped.set()  # the gateway stops here: nothing stored, no PUBACK
+
+    patch.setattr(CommandDispatcher, "submit", submit)
+
+
+def fail_the_record(patch: pytest.MonkeyPatch, stopped: asyncio.Event) -> None:
+    def begin(self: CommandStore, *args: object, **kwargs: object) -> BeginResult:
+        stopped.set()
+        raise sqlite3.OperationalError("disk I/O error")
+
+    patch.setattr(CommandStore, "begin", begin)
+
+
+@pytest.mark.parametrize("first_attempt", [stop_before_storing, fail_the_record])
+async def test_unstored_command_arrives_again(
     mosquitto: MosquittoBroker,
     make_link: LinkFactory,
     handler: RecordingHandler,
     signing_key: Ed25519PrivateKey,
-    monkeypatch: pytest.MonkeyPatch,
+    first_attempt: Callable[[pytest.MonkeyPatch, asyncio.Event], None],
 ) -> None:
-    arrived = asyncio.Event()
-
-    def die_before_storing(self: CommandDispatcher, received: ReceivedPayload) -> None:
-        arrived.set()  # the gateway stops here: nothing stored, no PUBACK
-
+    """A command left unstored, by a gateway that stops or by a failed durable record, gets
+    no PUBACK. The broker sends it again after the next connect, and it gets one result."""
+    stopped = asyncio.Event()
     async with observe(mosquitto) as backend:
-        with monkeypatch.context() as patch:
-            patch.setattr(CommandDispatcher, "submit", die_before_storing)
+        with pytest.MonkeyPatch.context() as patch:
+            first_attempt(patch, stopped)
             first = make_link()
             async with running(first):
                 await first.wait_connected()
                 payload = command_payload(signing_key, EjectCommand(slot=2), command_id="lost")
                 await backend.publish(COMMAND_TOPIC, payload)
-                await asyncio.wait_for(arrived.wait(), 10)
+                async with asyncio.timeout(WAIT_S):
+                    await stopped.wait()
 
         second = make_link()
         async with running(second):
             result = result_of(await backend.next_on("/cmd/result"))
 
     assert result.command_id == "lost"
+    assert result.status is CommandStatus.SUCCEEDED
     assert [call.command_id for call in handler.calls] == ["lost"]

@@ -407,6 +407,34 @@ async def test_poll_reply_waits_for_overtaking_write() -> None:
     assert requests_when_poll_returned == 2
 
 
+async def test_poll_goes_on_when_overtaker_is_cancelled() -> None:
+    """A poll waiting for the eject that took the bus from it goes on when that eject is
+    cancelled before it writes: the lock reached the eject's task, which then released it."""
+    bus = BusClient(config(), SystemClock())
+    link = ScriptedLink(lambda frame: [])  # replies are sent by the test
+    async with pumped(bus, link):
+        poll = asyncio.create_task(bus.request(1, Command.ACK_EVENTS, EventAck(1, 1), retries=0))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        eject = asyncio.create_task(
+            bus.request(1, Command.ACK_EVENTS, EventAck(2, 2), retries=0, priority=PRIORITY_EJECT)
+        )
+        for _ in range(5):
+            await asyncio.sleep(0)
+        link.incoming.put_nowait(ack_reply(link.requests[0])[0])
+        for _ in range(10):
+            await asyncio.sleep(0)
+            if bus.lock_holder == PRIORITY_EJECT:
+                break
+        assert len(link.requests) == 1  # the lock reached the eject, which has not run yet
+        eject.cancel()
+        async with asyncio.timeout(WAIT_S):
+            assert await poll == EventAckResult(0)
+
+    assert eject.cancelled()
+    assert len(link.requests) == 1
+
+
 async def poll_behind_hold(bus: BusClient, hold_s: float) -> asyncio.Task[object]:
     """Start a hold and a poll; return the poll's task once it has waited a few loop turns."""
     bus.reserve_for_eject(hold_s=hold_s)
