@@ -39,6 +39,17 @@ class _StopServing(Exception):
     """Ends the per-connection task group after a requested shutdown."""
 
 
+MAX_RECEIVED_PACKET_BYTES = 256 * 1024
+"""Largest packet the broker may send to the gateway (MQTT 5 Maximum Packet Size).
+
+The broker drops a bigger command instead of sending it, so a huge payload never fills
+the cabinet's memory. A payload between `commands.max_payload_bytes` and this size still
+arrives and gets a `too_large` rejection.
+"""
+PACKET_HEADROOM_BYTES = 4096
+"""Room for the topic, properties and header of a packet next to its payload."""
+
+
 class Connection:
     """Keeps one MQTT connection to the broker up until `stop` is set."""
 
@@ -259,6 +270,9 @@ class Connection:
             will_properties.WillDelayInterval = config.will_delay_s
             connect_properties = new_properties(PacketTypes.CONNECT)
             connect_properties.SessionExpiryInterval = config.session_expiry_s
+            connect_properties.MaximumPacketSize = max(
+                MAX_RECEIVED_PACKET_BYTES, config.commands.max_payload_bytes + PACKET_HEADROOM_BYTES
+            )
         return LinkClient(
             config.host,
             config.port,

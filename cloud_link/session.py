@@ -329,10 +329,12 @@ class CloudLink:
 
     def _result_topic(self, reply: ReplyTo | None) -> str:
         topic = None if reply is None else reply.topic
-        # Results go only to topics under our own prefix, whatever a request names.
+        # Results go only to topics under our own prefix, whatever a request names, and never
+        # to the command topic, where the gateway would read its own result as a command.
         if (
             topic
             and topic.startswith(self.config.topic_prefix + "/")
+            and topic != self.topics.command
             and "#" not in topic
             and "+" not in topic
         ):

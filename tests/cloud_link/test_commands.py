@@ -28,6 +28,7 @@ from cloud_link import (
     unlock_token_for,
 )
 from cloud_link.command_store import BeginResult, CommandStore
+from cloud_link.connection import MAX_RECEIVED_PACKET_BYTES
 from cloud_link.dispatcher import CommandDispatcher
 from cloud_link.intake import ReceivedPayload
 from protocol.cabinet import EjectOutcome
@@ -289,20 +290,28 @@ async def test_response_topic_and_correlation_data(
     assert getattr(reply.properties, "CorrelationData", None) == b"req-42"
 
 
+@pytest.mark.parametrize("response_topic", ["elsewhere/x", COMMAND_TOPIC])
 async def test_response_topic_outside_prefix_ignored(
-    mosquitto: MosquittoBroker, make_link: LinkFactory, signing_key: Ed25519PrivateKey
+    mosquitto: MosquittoBroker,
+    make_link: LinkFactory,
+    signing_key: Ed25519PrivateKey,
+    response_topic: str,
 ) -> None:
+    """A response topic outside the prefix, or the cabinet's own command topic (the gateway
+    would read its result as a new command), gets the result on the default topic."""
     link = make_link()
     properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    properties.ResponseTopic = "elsewhere/x"
+    properties.ResponseTopic = response_topic
     async with observe(mosquitto, "#") as backend, running(link):
         await link.wait_connected()
         await backend.publish(
             COMMAND_TOPIC, command_payload(signing_key, EjectCommand()), properties=properties
         )
         result = await backend.next_on("/cmd/result")
+        received = link.stats().commands.received
 
     assert result_of(result).status is CommandStatus.SUCCEEDED
+    assert received == 1
 
 
 async def test_mqtt311_command_uses_payload_deadline(
@@ -467,3 +476,24 @@ async def test_unstored_command_arrives_again(
     assert result.command_id == "lost"
     assert result.status is CommandStatus.SUCCEEDED
     assert [call.command_id for call in handler.calls] == ["lost"]
+
+
+async def test_huge_payload_dropped_by_broker(
+    mosquitto: MosquittoBroker, make_link: LinkFactory, signing_key: Ed25519PrivateKey
+) -> None:
+    """The gateway's Maximum Packet Size keeps a huge payload at the broker, while a payload
+    over the command limit but under the packet limit still gets its rejection."""
+    link = make_link()
+    async with observe(mosquitto) as backend, running(link):
+        await link.wait_connected()
+        await backend.publish(COMMAND_TOPIC, b"x" * (MAX_RECEIVED_PACKET_BYTES + 1))
+        await backend.publish(COMMAND_TOPIC, b"{" + b" " * 9000 + b"}")
+        await backend.publish(
+            COMMAND_TOPIC, command_payload(signing_key, EjectCommand(), command_id="after")
+        )
+        results = [result_of(await backend.next_on("/cmd/result")) for _ in range(2)]
+        received = link.stats().commands.received
+
+    assert [result.reject_reason for result in results] == [CommandRejectReason.TOO_LARGE, None]
+    assert results[1].command_id == "after"
+    assert received == 2
