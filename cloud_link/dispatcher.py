@@ -195,15 +195,18 @@ class CommandDispatcher:
     def _process(
         self, received: ReceivedPayload, announced: bool, tasks: asyncio.TaskGroup
     ) -> None:
+        """Dispatch one payload, then send its PUBACK unless the dispatch failed."""
         ejecting = False
         try:
             ejecting = self._dispatch(received, tasks)
         except Exception:
             # Without a PUBACK the broker sends the payload again after the next reconnect,
             # so a failed write to the store (a full or failing disk) loses no command.
+            # NOTE: nothing forces that reconnect, so the command waits for the next one.
             logger.exception(
-                "failed to dispatch a command payload; left unacknowledged, so the broker "
-                "sends it again after the next reconnect"
+                "failed to dispatch a %d-byte command payload; left unacknowledged, so the "
+                "broker sends it again after the next reconnect",
+                len(received.payload),
             )
             self._settle_announcement(announced, ejecting=False)
             return

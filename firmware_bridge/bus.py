@@ -245,43 +245,40 @@ class BusClient:
             await pause(self._clock, self._quiet_until - self._clock.monotonic())
             await _let_input_in()
         async with self._lock.hold(priority):
+            link = self._link
+            if link is None:
+                raise NotConnectedError("serial port is not open")
+            # The silence between exchanges has usually passed while the reply was handled.
+            await pause(self._clock, self._quiet_until - self._clock.monotonic())
+            if check_before_write is not None:
+                check_before_write()
+            sequence = (self._sequences.get(address, -1) + 1) & 0xFF
+            self._sequences[address] = sequence
+            frame = encode_request(address, sequence, command, body)
+            key = (address, sequence)
+            reply: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+            self._pending[key] = _Pending(command, reply)
             try:
-                link = self._link
-                if link is None:
-                    raise NotConnectedError("serial port is not open")
-                # The silence between exchanges has usually passed while the reply was handled.
-                await pause(self._clock, self._quiet_until - self._clock.monotonic())
-                if check_before_write is not None:
-                    check_before_write()
-                sequence = (self._sequences.get(address, -1) + 1) & 0xFF
-                self._sequences[address] = sequence
-                frame = encode_request(address, sequence, command, body)
-                key = (address, sequence)
-                reply: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-                self._pending[key] = _Pending(command, reply)
-                try:
-                    if self._config.echo is not EchoMode.OFF:
-                        self._unechoed.append(frame)
-                    board.requests += 1
-                    await link.write(frame)
-                    self._wake_overtaken()
-                    self.counters.frames_sent += 1
-                    self.counters.bytes_sent += len(frame)
-                    started = self._clock.monotonic()
-                    result = await wait_future(
-                        self._clock, reply, self.reply_timeout_s(command, len(frame))
-                    )
-                finally:
-                    del self._pending[key]
-                    if not reply.done():
-                        reply.cancel()
-                    elif not reply.cancelled():
-                        reply.exception()  # retrieved: a failure after cancellation is not logged
-                    self._quiet_until = (
-                        self._clock.monotonic() + INTER_FRAME_BYTES * self._byte_time_s()
-                    )
+                if self._config.echo is not EchoMode.OFF:
+                    self._unechoed.append(frame)
+                board.requests += 1
+                await link.write(frame)
+                self._wake_overtaken()
+                self.counters.frames_sent += 1
+                self.counters.bytes_sent += len(frame)
+                started = self._clock.monotonic()
+                result = await wait_future(
+                    self._clock, reply, self.reply_timeout_s(command, len(frame))
+                )
             finally:
-                self._wake_overtaken()  # also when no request went out
+                del self._pending[key]
+                if not reply.done():
+                    reply.cancel()
+                elif not reply.cancelled():
+                    reply.exception()  # retrieved, so a failure after cancellation is not logged
+                self._quiet_until = (
+                    self._clock.monotonic() + INTER_FRAME_BYTES * self._byte_time_s()
+                )
         await self._yield_to_overtaker(priority)
         if result is None:
             board.timeouts += 1
@@ -309,7 +306,10 @@ class BusClient:
         await written
 
     def _wake_overtaken(self) -> None:
-        """Let the exchanges waiting in `_yield_to_overtaker` go on: the holder has written."""
+        """Let the exchanges waiting in `_yield_to_overtaker` go on once the holder wrote.
+
+        A holder that releases the bus without writing wakes them through the lock.
+        """
         waiting, self._overtaken = self._overtaken, []
         for written in waiting:
             if not written.done():

@@ -15,8 +15,8 @@ from protocol.cabinet import EjectOutcome, EjectRejectReason
 
 
 class OneStepBridge:
-    """Ends every eject in its first step, as a rejection before any bus work does, and notes
-    whether the order row existed when the eject started."""
+    """A bridge whose every eject ends in its first step, as a rejection before any bus work
+    does. It notes whether the order row existed when the eject started."""
 
     def __init__(self, store: GatewayStore, outcome: EjectOutcome) -> None:
         self.store = store
